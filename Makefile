@@ -1,0 +1,31 @@
+# Set-up and entry points.  `make demo` and `make test` each do all set-up
+# (system packages, virtualenv, Python packages) on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps demo test bench clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) demo.py
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/record_cost.py
+
+clean:
+	rm -rf $(VENV) demo-output *.egg-info

@@ -1,0 +1,96 @@
+"""The plugin manager: ``hookimpl`` for plugin authors, built-ins, entry points.
+
+Built-in features are plugins listed in ``DEFAULT_PLUGINS``.  External plugins
+load from the setuptools entry-point group ``ninja_publish`` unless
+``NINJA_PUBLISH_DISABLE_PLUGIN_AUTOLOAD`` is set (or ``--no-plugin-autoload``
+is given); ``--disable-plugin NAME`` blocks one by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+from typing import Any, Iterable, Optional
+
+import pluggy
+
+from . import hookspecs
+from .hookspecs import PROJECT_NAME
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+#: The entry-point group external plugins register under.
+ENTRY_POINT_GROUP = PROJECT_NAME
+#: Set to any non-empty value to skip loading external plugins.
+AUTOLOAD_ENV = "NINJA_PUBLISH_DISABLE_PLUGIN_AUTOLOAD"
+
+DEFAULT_PLUGINS = ("plugins.room_recording",)
+
+log = logging.getLogger(__name__)
+
+
+def make_plugin_manager(
+    autoload: Optional[bool] = None, blocked: Iterable[str] = (), extra: Iterable[Any] = ()
+) -> pluggy.PluginManager:
+    """Build the plugin manager with built-ins, entry points and ``extra`` plugins."""
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in blocked:
+        pm.set_blocked(name)
+    for module_name in DEFAULT_PLUGINS:
+        if not pm.is_blocked(module_name):
+            pm.register(importlib.import_module(module_name), name=module_name)
+    if autoload is None:
+        autoload = not os.environ.get(AUTOLOAD_ENV)
+    if autoload:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for plugin in extra:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Resolve ``value`` if it is awaitable, else return it."""
+    while inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list:
+    """Call a hook and await every awaitable result; errors are logged, not raised."""
+    try:
+        results = getattr(pm.hook, name)(**kwargs)
+    except Exception:
+        log.exception("plugin hook %s failed", name)
+        return []
+    if not isinstance(results, list):
+        results = [results]
+    resolved = []
+    for value in results:
+        try:
+            resolved.append(await await_me_maybe(value))
+        except Exception:
+            log.exception("plugin hook %s failed", name)
+    return resolved
+
+
+async def call_first(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
+    """Call a ``firstresult`` hook implementation by implementation.
+
+    pluggy would stop at the first awaitable even if it resolves to a falsy
+    value, so each implementation is called in pluggy's order and awaited;
+    the first truthy result wins.  A failing plugin is logged and skipped.
+    """
+    caller = getattr(pm.hook, name)
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            value = await await_me_maybe(impl.function(*[kwargs[a] for a in impl.argnames]))
+        except Exception:
+            log.exception("plugin %s failed in %s", impl.plugin_name, name)
+            continue
+        if value:
+            return value
+    return None

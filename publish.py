@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""publish.py: a VDO.Ninja client in the style of Raspberry Ninja's publish.py.
+
+Owns the command line (Raspberry Ninja-compatible flags) and ``WebRTCClient``:
+the one WebSocket to the handshake server, encryption, message dispatch with
+plugin hooks, and publishing a test pattern or a file to any number of
+viewers.  Room recording (``--record-room``) is a built-in plugin
+(``plugins/room_recording.py``) that hooks into the dispatch point.
+
+    python publish.py --server ws://127.0.0.1:8765 --room myroom --streamid alice --test
+    python publish.py --server ws://127.0.0.1:8765 --room myroom --record-room
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any, Optional
+
+import vdo_protocol as vp
+from peer_common import rtc_configuration
+from plugins import AUTOLOAD_ENV, call_first, call_hook, make_plugin_manager
+from signaling import SignalingConnection
+
+log = logging.getLogger("publish")
+
+LEAVE_REQUESTS = ("bye", "hangup", "cleanup")
+
+
+class WebRTCClient:
+    """One WebSocket to a VDO.Ninja handshake server and everything that rides on it.
+
+    Plugins see every message first (``dispatch_message``); what they do not
+    consume is handled here: viewers asking for our stream, their answers and
+    candidates, and peers leaving.
+    """
+
+    def __init__(self, args: argparse.Namespace, pm) -> None:
+        self.args = args
+        self.pm = pm
+        self.server_url = vp.normalize_server_url(args.server)
+        password = vp.resolve_password(args.password)
+        salt = args.salt if args.salt is not None else vp.salt_from_hostname(args.hostname)
+        self.identity = vp.Identity(password=password, salt=salt)
+        self.cipher = vp.FieldCipher(password, salt) if password is not None else None
+        self.my_id = args.puuid or vp.random_id(10)
+        self.use_from = not vp.is_official_server(self.server_url)
+        self.room_wire = self.identity.wire_room_id(args.room) if args.room else None
+        self.ice_configuration = rtc_configuration(args, self.server_url)
+        #: True when this process publishes a stream (plugins that only view clear it).
+        self.publishing = True
+        self.stream_wire: Optional[str] = None
+        self.source = None
+        self.sessions: dict[tuple[str, str], Any] = {}
+        self.stop_event = asyncio.Event()
+        self.exit_code = 0
+        self.signaling = SignalingConnection(
+            self.server_url, self._on_frame, self._on_open, insecure=args.insecure_signaling
+        )
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, msg: dict) -> None:
+        """Encrypt, address (``from`` on non-official servers) and send a message."""
+        out = vp.encrypt_message(msg, self.cipher)
+        if self.use_from:
+            out["from"] = self.my_id
+        self.signaling.send(out)
+
+    async def _on_open(self) -> None:
+        reconnect = self.signaling.connections > 1
+        if self.room_wire:
+            self.send(vp.joinroom(self.room_wire, self.stream_wire if self.publishing else None))
+            if self.publishing and self.use_from:
+                self.send(vp.seed(self.stream_wire))  # fan-out relays route play by seed
+        elif self.publishing:
+            self.send(vp.seed(self.stream_wire))
+        await call_hook(self.pm, "connected", client=self, reconnect=reconnect)
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _on_frame(self, raw: str) -> None:
+        try:
+            msg = vp.parse_message(raw, self.cipher)
+        except vp.ProtocolError as exc:
+            log.warning("ignoring a signaling message: %s", exc)
+            return
+        await self.dispatch(msg)
+
+    def in_our_room(self, msg: dict) -> bool:
+        """For relayed room messages: does the message's room match ours?"""
+        room = msg.get("roomid")
+        return room is None or (self.room_wire is not None and str(room).lower() == self.room_wire.lower())
+
+    async def dispatch(self, msg: dict) -> None:
+        """Route one decoded message: room events and plugins first, then our own handling."""
+        request = msg.get("request")
+        peer = vp.peer_id_of(msg)
+        if request == "alert" or "error" in msg:
+            log.error("server: %s", msg.get("message") or msg.get("error") or msg)
+        if request == "listing":
+            members = [m for m in msg.get("list") or [] if isinstance(m, dict)]
+            await call_hook(self.pm, "room_listing", client=self, members=members)
+            for member in members:
+                if member.get("streamID") and member.get("UUID"):
+                    await call_hook(self.pm, "stream_added", client=self, uuid=str(member["UUID"]), stream_id=str(member["streamID"]))
+        elif request in ("videoaddedtoroom", "someonejoined") or (
+            request in ("joinroom", "seed") and "from" in msg and self.in_our_room(msg)
+        ):
+            if msg.get("streamID") and peer:
+                await call_hook(self.pm, "stream_added", client=self, uuid=peer, stream_id=str(msg["streamID"]))
+        elif request in LEAVE_REQUESTS and peer:
+            await call_hook(self.pm, "stream_removed", client=self, uuid=peer, stream_id=msg.get("streamID"), reason=request)
+
+        if await call_first(self.pm, "dispatch_message", client=self, msg=msg):
+            return
+        if self.publishing:
+            await self._handle_as_publisher(msg, request, peer)
+
+    async def _handle_as_publisher(self, msg: dict, request: Optional[str], peer: Optional[str]) -> None:
+        if request == "offerSDP" and peer:
+            await self._start_session(peer)
+        elif request == "play" and peer and self.use_from:
+            if self.identity.matches(str(msg.get("streamID", "")), self.stream_wire):
+                await self._start_session(peer)
+        elif request == "joinroom" and peer and "from" in msg and self.room_wire and self.in_our_room(msg):
+            self.send(vp.seed(self.stream_wire, to=peer))  # announce ourselves to the newcomer
+        elif request in LEAVE_REQUESTS and peer:
+            for session in [s for key, s in self.sessions.items() if key[0] == peer]:
+                await session.close(request)
+        elif peer and msg.get("session") and (msg.get("description") or msg.get("candidates")):
+            session = self.sessions.get((peer, str(msg["session"])))
+            if session is not None:
+                await session.handle_signal(msg)
+            else:
+                log.debug("message for unknown session %s from %s", msg.get("session"), peer)
+
+    async def _start_session(self, viewer: str) -> None:
+        from publisher_session import PublisherSession
+
+        for old in [s for key, s in self.sessions.items() if key[0] == viewer]:
+            await old.close("replaced")  # a viewer asking again starts over: one session each
+
+        session = PublisherSession(
+            viewer, self.source, self.stream_wire, self.send, self.cipher,
+            self.ice_configuration, lambda s: self.sessions.pop(s.key, None),
+        )
+        self.sessions[session.key] = session
+        try:
+            await session.start()
+        except Exception as exc:
+            log.error("could not start a session for viewer %s: %s", viewer, exc)
+            await session.close("error")
+
+    # ------------------------------------------------------------------ life cycle
+
+    def setup_publishing(self) -> None:
+        """Prepare the media source and stream id (called when publishing)."""
+        from media_sources import MediaSource
+
+        configure_encoder_bitrate(self.args.bitrate)
+        self.source = MediaSource(self.args)
+        self.stream_wire = self.identity.wire_stream_id(self.args.streamid or vp.random_id(8))
+        plain = self.identity.plain_stream_id(self.stream_wire)
+        log.info("publishing stream %s (wire id %s)", plain, self.stream_wire)
+        print(f"publishing stream {plain}", flush=True)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (signal handlers call this)."""
+        self.stop_event.set()
+
+    async def run(self) -> int:
+        """Configure plugins, connect, and run until stopped; returns the exit code."""
+        await call_hook(self.pm, "configure", args=self.args, client=self)
+        if self.publishing:
+            self.setup_publishing()
+        task = asyncio.ensure_future(self.signaling.run())
+        stopper = asyncio.ensure_future(self.stop_event.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await call_hook(self.pm, "shutdown", client=self)
+        await asyncio.gather(*(s.close("shutdown") for s in list(self.sessions.values())), return_exceptions=True)
+        await self.signaling.close()
+        task.cancel()
+        stopper.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+        return self.exit_code
+
+
+def configure_encoder_bitrate(kbps: int) -> None:
+    """Make aiortc's VP8 and H.264 encoders aim at ``kbps`` (a process-wide setting)."""
+    from aiortc.codecs import h264, vpx
+
+    bps = max(100, kbps) * 1000
+    for module in (vpx, h264):
+        module.MAX_BITRATE = max(bps, module.MIN_BITRATE)
+        module.DEFAULT_BITRATE = min(bps, module.MAX_BITRATE)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def build_parser(pm) -> argparse.ArgumentParser:
+    """The Raspberry Ninja-compatible command line, plus plugin flags."""
+    p = argparse.ArgumentParser(
+        prog="publish.py",
+        description="Publish to, view or record a VDO.Ninja room (Raspberry Ninja-compatible flags).",
+    )
+    p.add_argument("--config", metavar="FILE", help="JSON file of flag defaults (command-line flags win)")
+    p.add_argument("--server", default=vp.DEFAULT_SERVER, help="handshake server: wss://host[:port][/path] or ws://...; a bare host gets wss://")
+    p.add_argument("--insecure-signaling", action="store_true", help="skip TLS certificate checks for the handshake server")
+    p.add_argument("--room", help="room name to join")
+    p.add_argument("--streamid", help="stream id to publish (random if not given)")
+    p.add_argument("--password", nargs="?", const=True, default=None,
+                   help="password for hashing and encryption; 'false'/'0'/'off' disables it (default: VDO.Ninja's default)")
+    p.add_argument("--salt", help="salt for hashing (default: derived from --hostname)")
+    p.add_argument("--hostname", default=vp.DEFAULT_HOSTNAME, help="VDO.Ninja site the peers use (sets the salt)")
+    p.add_argument("--puuid", help="our id on fan-out relays (the 'from' field; random if not given)")
+    p.add_argument("--stun-server", help="STUN server, e.g. stun:stun.l.google.com:19302; 'none' disables")
+    p.add_argument("--turn-server", help="TURN server: turn(s)://user:pass@host:port")
+    p.add_argument("--ice-transport-policy", choices=("all", "relay"), default="all", help="ICE transport policy")
+    p.add_argument("--test", action="store_true", help="publish a synthetic test pattern and tone (the default source)")
+    p.add_argument("--filesrc", metavar="PATH", help="publish a media file (H.264 .ts/.h264 and VP8 without re-encoding)")
+    p.add_argument("--h264", action="store_true", help="publish H.264 video")
+    p.add_argument("--vp8", action="store_true", help="publish VP8 video (the default)")
+    p.add_argument("--bitrate", type=int, default=2500, help="video bitrate in kbit/s (default 2500)")
+    p.add_argument("--width", type=int, default=1280, help="test pattern width")
+    p.add_argument("--height", type=int, default=720, help="test pattern height")
+    p.add_argument("--framerate", type=float, default=30, help="test pattern frame rate")
+    p.add_argument("--noaudio", action="store_true", help="no audio")
+    p.add_argument("--novideo", action="store_true", help="no video")
+    p.add_argument("--debug", action="store_true", help="verbose logging")
+    p.add_argument("--no-plugin-autoload", action="store_true", help=f"do not load external plugins (or set {AUTOLOAD_ENV}=1)")
+    p.add_argument("--disable-plugin", action="append", default=[], metavar="NAME", help="block a plugin by name (repeatable)")
+    pm.hook.add_arguments(parser=p)
+    return p
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[list[str]]) -> argparse.Namespace:
+    """Parse ``argv``, with ``--config FILE`` supplying defaults."""
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        try:
+            with open(first.config, encoding="utf-8") as fh:
+                config = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            parser.error(f"--config {first.config}: {exc}")
+        if not isinstance(config, dict):
+            parser.error(f"--config {first.config}: expected a JSON object of flag defaults")
+        known = {a.dest for a in parser._actions}
+        defaults = {}
+        for key, value in config.items():
+            dest = key.lstrip("-").replace("-", "_")
+            if dest not in known:
+                parser.error(f"--config {first.config}: unknown setting {key!r}")
+            defaults[dest] = value
+        parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    if args.noaudio and args.novideo:
+        parser.error("--noaudio and --novideo together leave nothing to send or record")
+    try:
+        vp.normalize_server_url(args.server)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def _plugin_options(argv: list[str]) -> tuple[bool, list[str]]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--no-plugin-autoload", action="store_true")
+    pre.add_argument("--disable-plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    return (False if known.no_plugin_autoload else None), known.disable_plugin
+
+
+def setup_logging(debug: bool) -> None:
+    """Log to stderr; ``--debug`` for everything, otherwise info from our modules."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        for noisy in ("aioice", "aiortc", "websockets", "libav"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def run_client(args: argparse.Namespace, pm) -> int:
+    """Run a WebRTCClient until SIGINT/SIGTERM; a second signal forces exit."""
+    client = WebRTCClient(args, pm)
+    loop = asyncio.get_running_loop()
+    hits = {"n": 0}
+
+    def on_signal() -> None:
+        hits["n"] += 1
+        if hits["n"] > 1:
+            log.error("second interrupt: exiting now")
+            raise SystemExit(130)
+        log.info("stopping...")
+        client.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return await client.run()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point for ``python publish.py``."""
+    argv = sys.argv[1:] if argv is None else argv
+    autoload, blocked = _plugin_options(argv)
+    pm = make_plugin_manager(autoload=autoload, blocked=blocked)
+    args = parse_args(build_parser(pm), argv)
+    setup_logging(args.debug)
+    try:
+        return asyncio.run(run_client(args, pm))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

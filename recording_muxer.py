@@ -1,0 +1,372 @@
+"""Passthrough muxer: one participant's encoded frames into one crash-safe file.
+
+This module owns turning already-encoded frames (H.264, VP8, VP9, AV1 video
+and Opus audio, as received over WebRTC) into a file with PyAV, without ever
+opening an encoder or decoder for the media itself:
+
+* container choice: H.264 -> MPEG-TS ``.ts``; VP8/VP9/AV1 -> Matroska
+  ``.mkv``; audio only -> Matroska ``.mka`` (see :func:`extension_for`);
+* start policy: the file is created at the first valid video keyframe (its
+  header needs the resolution, parsed with :mod:`bitstream`); earlier video
+  is dropped, earlier audio is buffered (at most :data:`MAX_AUDIO_BUFFER_US`,
+  oldest dropped first) and trimmed to the keyframe's time;
+* timestamps: callers pass integer microseconds on one timeline shared by
+  audio and video; the muxer rebases it so the file starts at 0 and keeps
+  each stream's timestamps strictly increasing (a repeated or backward
+  timestamp is moved to one tick after the previous one);
+* crash safety: packets are flushed to the OS as they are written
+  (``flush_packets=1``), FFmpeg's interleaving queue is capped at 0.1 s and
+  Matroska clusters are closed every :data:`MKV_CLUSTER_TIME_MS`, so a SIGKILL
+  loses at most ~0.2 s (MPEG-TS needs no trailer at all).  ``close()`` writes
+  cues and duration.
+
+A muxer is not thread-safe: call it from one thread (e.g. the asyncio loop).
+``write_*`` never raise; failures are logged and counted in :class:`MuxerStats`.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+
+import bitstream
+
+__all__ = [
+    "MuxerStats",
+    "PassthroughMuxer",
+    "extension_for",
+    "MAX_AUDIO_BUFFER_US",
+    "MKV_CLUSTER_TIME_MS",
+]
+
+log = logging.getLogger("recording_muxer")
+
+VIDEO_TIME_BASE = Fraction(1, 90000)
+AUDIO_TIME_BASE = Fraction(1, 48000)
+#: Audio kept while waiting for the first video keyframe (microseconds).
+MAX_AUDIO_BUFFER_US = 5_000_000
+#: Matroska cluster length.  A cluster reaches the file only when it is
+#: closed, so this bounds what a SIGKILL loses: measured 1-2 video frames and
+#: 2-5 audio packets at 100 ms (0 ms loses one frame but costs ~14 kbit/s of
+#: cluster headers on audio-only files; 100 ms costs under 3 kbit/s).
+MKV_CLUSTER_TIME_MS = 100
+
+_VIDEO_CODECS = {"h264": "mpegts", "vp8": "matroska", "vp9": "matroska", "av1": "matroska"}
+_AUDIO_CODECS = {"opus"}
+_EXTENSIONS = {"mpegts": ".ts", "matroska": ".mkv"}
+_COMMON_OPTIONS = {
+    "flush_packets": "1",  # hand every packet to the OS at once
+    # With audio silent (Opus DTX) FFmpeg's interleaver would hold video back
+    # for up to 10 s by default; cap that (microseconds) so nothing waits long
+    # in memory.  Audio arriving later than this is still written correctly.
+    "max_interleave_delta": "100000",
+}
+_FORMAT_OPTIONS = {
+    "mpegts": {},
+    "matroska": {"cluster_time_limit": str(MKV_CLUSTER_TIME_MS)},
+}
+
+
+@dataclass
+class MuxerStats:
+    """What a :class:`PassthroughMuxer` wrote (for logs and the manifest).
+
+    ``width``/``height`` are those of the first keyframe (the file header);
+    ``first_pts_us``/``last_pts_us`` are on the caller's timeline;
+    ``bytes_written`` is the file size, refreshed every second and by close();
+    ``dropped_frames`` counts every frame not written, of which
+    ``invalid_frames`` failed the bitstream check and ``errors`` were
+    exceptions from PyAV; ``nudged_timestamps`` counts repaired timestamps.
+    """
+
+    path: str
+    video_codec: str | None
+    audio_codec: str | None
+    started: bool = False
+    video_frames: int = 0
+    audio_frames: int = 0
+    bytes_written: int = 0
+    width: int | None = None
+    height: int | None = None
+    first_pts_us: int | None = None
+    last_pts_us: int | None = None
+    duration_s: float = 0.0
+    dropped_frames: int = 0
+    invalid_frames: int = 0
+    errors: int = 0
+    nudged_timestamps: int = 0
+
+
+def extension_for(video_codec: str | None, audio_codec: str | None) -> str:
+    """Return the file extension (with dot) for a codec pair.
+
+    ``h264`` -> ``.ts``; ``vp8``/``vp9``/``av1`` -> ``.mkv``; no video but
+    ``opus`` audio -> ``.mka``.  Raises ``ValueError`` for unsupported codecs
+    or when both are None.
+    """
+    video, audio = _normalize(video_codec, _VIDEO_CODECS), _normalize(audio_codec, _AUDIO_CODECS)
+    if video:
+        return _EXTENSIONS[_VIDEO_CODECS[video]]
+    if audio:
+        return ".mka"
+    raise ValueError("a recording needs a video or an audio codec")
+
+
+def _normalize(codec: str | None, allowed) -> str | None:
+    if codec is None:
+        return None
+    name = bitstream.normalize_codec(codec)
+    if name not in allowed:
+        raise ValueError(f"unsupported codec here: {codec!r}")
+    return name
+
+
+_opus_template_lock = threading.Lock()
+_opus_template = None
+
+
+def _opus_template_stream():
+    """A stream carrying Opus parameters (48 kHz stereo, OpusHead extradata).
+
+    A mux-only stream cannot be given extradata from Python, so we open a
+    ``libopus`` encoder once per process (never fed) on an in-memory
+    container and copy its parameters into each new file.
+    """
+    global _opus_template
+    with _opus_template_lock:
+        if _opus_template is None:
+            container = av.open(io.BytesIO(), "w", format="matroska")
+            stream = container.add_stream("libopus", rate=48000, layout="stereo")
+            container.start_encoding()
+            _opus_template = (container, stream)  # keep the container alive
+        return _opus_template[1]
+
+
+class _Track:
+    """Per-stream muxing state: the PyAV stream and the last timestamp written."""
+
+    def __init__(self, stream, time_base: Fraction) -> None:
+        self.stream = stream
+        self.time_base = time_base
+        self.rate = time_base.denominator
+        self.last_ticks: int | None = None
+
+
+class PassthroughMuxer:
+    """Writes one participant's encoded video and/or audio into one file.
+
+    ``path`` is ``path_without_ext`` plus :func:`extension_for`'s extension.
+    Nothing is created on disk until writing starts (first video keyframe, or
+    first audio packet when there is no video); a muxer that never started
+    leaves no file and reports ``stats.started == False``.  Raises
+    ``ValueError`` for unsupported codecs.
+    """
+
+    def __init__(self, path_without_ext: str, video_codec: str | None, audio_codec: str | None):
+        self.path = path_without_ext + extension_for(video_codec, audio_codec)
+        self.video_codec = _normalize(video_codec, _VIDEO_CODECS)
+        self.audio_codec = _normalize(audio_codec, _AUDIO_CODECS)
+        self._format = _VIDEO_CODECS[self.video_codec] if self.video_codec else "matroska"
+        self.stats = MuxerStats(self.path, self.video_codec, self.audio_codec)
+        self._h264 = bitstream.H264ParameterCache() if self.video_codec == "h264" else None
+        self._pending_audio: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._container = None
+        self._video: _Track | None = None
+        self._audio: _Track | None = None
+        self._base_us = 0
+        self._size_checked_us = 0
+        self._closed = False
+        self._failed = False
+
+    # ------------------------------------------------------------ public API
+
+    def write_video(self, data: bytes, pts_us: int, keyframe: bool) -> None:
+        """Write one encoded video frame (an access unit / temporal unit).
+
+        Frames before the first keyframe whose resolution can be parsed are
+        dropped, as are invalid frames.  Never raises.
+        """
+        try:
+            self._write_video(bytes(data), int(pts_us), bool(keyframe))
+        except Exception:  # noqa: BLE001 - a recorder must not die on one frame
+            self.stats.dropped_frames += 1
+            self._log_error("video frame")
+
+    def write_audio(self, data: bytes, pts_us: int) -> None:
+        """Write one Opus packet (48 kHz).  Never raises.
+
+        Before the first video keyframe the packet is buffered (bounded).
+        """
+        try:
+            self._write_audio(bytes(data), int(pts_us))
+        except Exception:  # noqa: BLE001
+            self.stats.dropped_frames += 1
+            self._log_error("audio packet")
+
+    def close(self) -> MuxerStats:
+        """Finalise the file (trailer, cues, duration) and return the stats.
+
+        Idempotent.  Audio still buffered because no keyframe ever came is
+        discarded (counted as dropped) and no file is written.
+        """
+        if self._closed:
+            return self.stats
+        self._closed = True
+        self.stats.dropped_frames += len(self._pending_audio)
+        self._pending_audio.clear()
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001
+                self._log_error("close")
+            self._container = None
+            self._refresh_size()
+        return self.stats
+
+    # -------------------------------------------------------------- internals
+
+    def _write_video(self, data: bytes, pts_us: int, keyframe: bool) -> None:
+        if self._closed or self._failed or not self.video_codec:
+            self.stats.dropped_frames += 1
+            return
+        if not bitstream.is_valid(self.video_codec, data):
+            self.stats.invalid_frames += 1
+            self.stats.dropped_frames += 1
+            return
+        if self._h264 is not None:
+            data = self._h264.prepare(data)
+        if not self.stats.started:
+            size = bitstream.dimensions(self.video_codec, data) if keyframe else None
+            if size is None:
+                self.stats.dropped_frames += 1
+                return
+            if self._start(data, pts_us, size):
+                self._flush_pending_audio()
+            return
+        self._mux(self._video, data, pts_us, keyframe)
+
+    def _write_audio(self, data: bytes, pts_us: int) -> None:
+        if self._closed or self._failed or not self.audio_codec:
+            self.stats.dropped_frames += 1
+            return
+        if not bitstream.is_valid(self.audio_codec, data):
+            self.stats.invalid_frames += 1
+            self.stats.dropped_frames += 1
+            return
+        if not self.stats.started:
+            if self.video_codec:
+                self._buffer_audio(data, pts_us)
+                return
+            self._start(data, pts_us, None)
+            return
+        self._mux(self._audio, data, pts_us, True)
+
+    def _buffer_audio(self, data: bytes, pts_us: int) -> None:
+        """Keep audio until the first keyframe; drop the oldest beyond the bound."""
+        self._pending_audio.append((data, pts_us))
+        while pts_us - self._pending_audio[0][1] > MAX_AUDIO_BUFFER_US:
+            self._pending_audio.popleft()
+            self.stats.dropped_frames += 1
+
+    def _flush_pending_audio(self) -> None:
+        """Write buffered audio from the keyframe's time on; drop the rest."""
+        pending, self._pending_audio = self._pending_audio, collections.deque()
+        for data, pts_us in sorted(pending, key=lambda item: item[1]):
+            self.write_audio(data, pts_us)
+
+    def _start(self, data: bytes, pts_us: int, size: tuple[int, int] | None) -> bool:
+        """Create the file with its first packet, whose ``pts_us`` becomes 0.
+
+        ``size`` is None for audio-only files.  The header is written with the
+        first packet so PyAV can take AV1's sequence header (av1C) from it.
+        On failure the muxer is marked failed and no file is left behind.
+        """
+        options = dict(_COMMON_OPTIONS, **_FORMAT_OPTIONS[self._format])
+        container = None
+        try:
+            container = av.open(self.path, "w", format=self._format, container_options=options)
+            if self.video_codec:
+                stream = container.add_mux_stream(self.video_codec, width=size[0], height=size[1])
+                stream.time_base = VIDEO_TIME_BASE
+                self._video = _Track(stream, VIDEO_TIME_BASE)
+            if self.audio_codec:
+                stream = container.add_stream_from_template(_opus_template_stream(), opaque=True)
+                stream.time_base = AUDIO_TIME_BASE
+                self._audio = _Track(stream, AUDIO_TIME_BASE)
+            self._container, self._base_us = container, pts_us
+            self._mux(self._video or self._audio, data, pts_us, True)
+        except Exception:  # noqa: BLE001
+            self._failed = True
+            self._container = None
+            self.stats.dropped_frames += 1
+            self._log_error(f"starting {self.path}")
+            self._discard(container)
+            return False
+        self.stats.started = True
+        if size:
+            self.stats.width, self.stats.height = size
+        self._refresh_size()
+        log.info("recording %s (%s/%s %s)", self.path, self.video_codec, self.audio_codec, size)
+        return True
+
+    def _mux(self, track: _Track, data: bytes, pts_us: int, keyframe: bool) -> None:
+        """Rebase, repair and write one packet."""
+        ticks = ((pts_us - self._base_us) * track.rate + 500_000) // 1_000_000
+        if ticks < 0 and track is self._audio:
+            self.stats.dropped_frames += 1  # audio from before the file start
+            return
+        if track.last_ticks is not None and ticks <= track.last_ticks:
+            ticks = track.last_ticks + 1
+            self.stats.nudged_timestamps += 1
+        packet = av.Packet(data)
+        packet.stream = track.stream
+        packet.time_base = track.time_base
+        packet.pts = packet.dts = ticks
+        packet.is_keyframe = keyframe
+        if track is self._audio:
+            packet.duration = bitstream.opus_duration_samples(data)
+        self._container.mux_one(packet)
+        track.last_ticks = ticks
+        stats = self.stats
+        if track is self._video:
+            stats.video_frames += 1
+        else:
+            stats.audio_frames += 1
+        if stats.first_pts_us is None:
+            stats.first_pts_us = pts_us
+        stats.last_pts_us = pts_us if stats.last_pts_us is None else max(stats.last_pts_us, pts_us)
+        stats.duration_s = (stats.last_pts_us - stats.first_pts_us) / 1e6
+        if pts_us - self._size_checked_us >= 1_000_000:
+            self._refresh_size()
+
+    def _discard(self, container) -> None:
+        """Close a container that failed to start and delete its file."""
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+    def _refresh_size(self) -> None:
+        self._size_checked_us = self.stats.last_pts_us or 0
+        try:
+            self.stats.bytes_written = os.path.getsize(self.path)
+        except OSError:
+            pass
+
+    def _log_error(self, what: str) -> None:
+        """Count an exception from PyAV and log it (rate-limited)."""
+        self.stats.errors += 1
+        if self.stats.errors <= 5 or self.stats.errors % 100 == 0:
+            log.exception("%s: error writing %s (%d errors so far)", self.path, what, self.stats.errors)

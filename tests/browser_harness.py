@@ -1,0 +1,285 @@
+"""Real Chromium publishers for end-to-end tests, driven by Playwright's async API.
+
+``tests/browser/publisher.html`` is a VDO.Ninja-app-like publisher (plain JS).
+This module serves that folder over HTTP on 127.0.0.1 (a secure context, so
+WebCrypto works), launches the system Chromium headless with a fake camera
+and microphone, and opens one page per publisher.  Readiness is read from
+the page (``window.publisherState``), never assumed after a sleep.  Page
+console errors and uncaught exceptions are printed (pytest shows them with a
+failure) and kept in ``BrowserPublisher.errors``.
+
+    async with BrowserHarness() as browser:
+        pub = await browser.open_publisher(ws_url, "room1", "alice", codec="vp8")
+        await pub.wait_connected(1)
+        stats = await pub.stop()       # per-viewer outbound stats, then bye
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlencode
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+PAGE_DIR = Path(__file__).resolve().parent / "browser"
+
+CHROMIUM_ARGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def chromium_available() -> bool:
+    """Is the system Chromium there, and the Playwright package importable?"""
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return False
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def chromium_skip_reason() -> Optional[str]:
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs it)"
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install '.[test]')"
+    return None
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+class StaticServer:
+    """``tests/browser/`` over HTTP on 127.0.0.1 (a thread; port chosen by the OS)."""
+
+    def __init__(self, directory: Path = PAGE_DIR) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="static-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "StaticServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+class BrowserPublisher:
+    """One publisher page."""
+
+    def __init__(self, name: str, context, page) -> None:
+        self.name = name
+        self.context = context
+        self.page = page
+        self.errors: list[str] = []
+        self.final_stats: Optional[list[dict]] = None
+        page.on("console", self._on_console)
+        page.on("pageerror", self._on_page_error)
+
+    def _on_console(self, message) -> None:
+        if message.type in ("error", "warning"):
+            text = f"[{self.name} console.{message.type}] {message.text}"
+            if message.type == "error":
+                self.errors.append(message.text)
+            print(text, flush=True)
+
+    def _on_page_error(self, error) -> None:
+        self.errors.append(str(error))
+        print(f"[{self.name} page error] {error}", flush=True)
+
+    async def state(self) -> str:
+        return await self.page.evaluate("window.publisherState")
+
+    async def info(self) -> dict:
+        return await self.page.evaluate("window.publisherInfo")
+
+    async def _wait(self, expression: str, arg: Any, timeout: float, what: str) -> None:
+        try:
+            await self.page.wait_for_function(expression, arg=arg, timeout=timeout * 1000, polling=100)
+        except Exception as exc:
+            state = await self.page.evaluate("window.publisherState")
+            info = await self.page.evaluate("window.publisherInfo")
+            raise AssertionError(
+                f"{self.name}: {what} not reached within {timeout}s (state {state!r}, errors {info.get('errors')}): {exc}"
+            ) from None
+
+    async def wait_joined(self, timeout: float = 20.0) -> None:
+        """The camera is open and the page joined the room (state ``connected-N``)."""
+        await self._wait(
+            "() => { const s = window.publisherState || ''; if (s === 'error') return true; return s.startsWith('connected-'); }",
+            None, timeout, "joining the room",
+        )
+        if await self.state() == "error":
+            raise AssertionError(f"{self.name}: start-up failed: {(await self.info())['errors']}")
+
+    async def wait_connected(self, viewers: int = 1, timeout: float = 40.0) -> None:
+        """At least ``viewers`` viewers connected with media negotiated."""
+        await self._wait(
+            "n => { const s = window.publisherState || ''; return s.startsWith('connected-') && parseInt(s.slice(10), 10) >= n; }",
+            viewers, timeout, f"{viewers} connected viewer(s)",
+        )
+
+    async def _poll_stats(self, check, timeout: float, what: str) -> list[dict]:
+        """Poll ``publisherStats()`` (viewers with media) until ``check(stats)`` holds.
+
+        ``wait_for_function`` does not await an async predicate, so stats are
+        polled from here (page state, not a fixed sleep)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            stats = [s for s in await self.stats() if s.get("media")]
+            if stats and check(stats):
+                return stats
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{self.name}: {what} not reached within {timeout}s: {stats}")
+            await asyncio.sleep(0.1)
+
+    async def wait_frames(self, frames: int, timeout: float = 30.0) -> None:
+        """Every viewer with media has been sent at least ``frames`` video frames."""
+        await self._poll_stats(lambda st: all(s["video"] and s["video"]["framesSent"] >= frames for s in st),
+                               timeout, f"{frames} video frames sent")
+
+    async def wait_frames_more(self, frames: int, timeout: float = 30.0) -> None:
+        """Every viewer with media gets ``frames`` more video frames from now on."""
+        now = [s["video"]["framesSent"] for s in await self.stats() if s["media"] and s["video"]]
+        await self.wait_frames(min(now, default=0) + frames, timeout)
+
+    async def wait_for_width(self, width: int, timeout: float = 30.0) -> None:
+        """Every viewer with media is being sent frames ``width`` pixels wide."""
+        await self._poll_stats(lambda st: all(s["video"] and s["video"]["frameWidth"] == width for s in st),
+                               timeout, f"frame width {width}")
+
+    async def stats(self) -> list[dict]:
+        """Per viewer: outbound video/audio stats from ``getStats()``."""
+        return await self.page.evaluate("window.publisherStats()")
+
+    async def set_video_scale(self, factor: float) -> None:
+        await self.page.evaluate("f => window.setVideoScale(f)", factor)
+
+    async def apply_video_constraints(self, constraints: dict) -> dict:
+        return await self.page.evaluate("c => window.applyVideoConstraints(c)", constraints)
+
+    async def stop(self) -> list[dict]:
+        """Final stats of every session, then ``{"bye": true}`` on every data channel."""
+        if self.final_stats is None:
+            self.final_stats = await self.page.evaluate("window.stopPublisher()")
+        return self.final_stats
+
+    async def close(self) -> None:
+        try:
+            if self.final_stats is None and not self.page.is_closed():
+                await self.stop()
+        except Exception as exc:  # the page may already be gone
+            print(f"[{self.name}] stop failed: {exc}", flush=True)
+        try:
+            await self.page.close(run_before_unload=True)
+        finally:
+            await self.context.close()
+
+
+class BrowserHarness:
+    """The static page server, one headless Chromium, and its publisher pages."""
+
+    def __init__(self, extra_args: Optional[list[str]] = None) -> None:
+        self.extra_args = extra_args or []
+        self.server: Optional[StaticServer] = None
+        self._playwright = None
+        self.browser = None
+        self.publishers: list[BrowserPublisher] = []
+        self.version: Optional[str] = None
+
+    async def __aenter__(self) -> "BrowserHarness":
+        from playwright.async_api import async_playwright
+
+        self.server = StaticServer().start()
+        self._playwright = await async_playwright().start()
+        try:
+            self.browser = await self._playwright.chromium.launch(
+                executable_path=shutil.which(CHROMIUM) or CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS + self.extra_args,
+            )
+        except Exception:
+            await self._playwright.stop()
+            self.server.stop()
+            raise
+        self.version = self.browser.version
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open_publisher(
+        self,
+        ws_url: str,
+        room: str,
+        streamid: str,
+        codec: str = "vp8",
+        password: Optional[str] = None,
+        width: int = 640,
+        height: int = 360,
+        wait: bool = True,
+        **extra: Any,
+    ) -> BrowserPublisher:
+        """Open a publisher page; with ``wait`` return once it joined the room."""
+        query = {"ws": ws_url, "room": room, "streamid": streamid, "codec": codec, "width": width, "height": height}
+        if password is not None:
+            query["password"] = password
+        query.update({k: v for k, v in extra.items() if v is not None})
+        context = await self.browser.new_context()
+        page = await context.new_page()
+        pub = BrowserPublisher(f"browser-{streamid}", context, page)
+        self.publishers.append(pub)
+        await page.goto(f"{self.server.url}/publisher.html?{urlencode(query)}")
+        if wait:
+            await pub.wait_joined()
+        return pub
+
+    async def close(self) -> None:
+        for pub in self.publishers:
+            try:
+                await pub.close()
+            except Exception as exc:
+                print(f"[{pub.name}] close failed: {exc}", flush=True)
+        self.publishers.clear()
+        if self.browser is not None:
+            await self.browser.close()
+            self.browser = None
+        if self._playwright is not None:
+            await self._playwright.stop()
+            self._playwright = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

@@ -1,0 +1,167 @@
+"""End to end with real browsers: Chromium publishers, one ``publish.py --record-room``.
+
+The publishers are ``tests/browser/publisher.html`` pages (VDO.Ninja-app-like:
+data-channel-only first offer, media added by a renegotiation over the data
+channel, AES-CBC encrypted signaling) in headless Chromium with a fake camera
+and microphone, driven by ``tests/browser_harness.py``.  Every recorded file
+is decoded whole with PyAV: right codec and container, Opus in the same file,
+zero decode errors, at least 90 % of the video frames (and audio packets) the
+browser reports sending for the recorded session, and audio/video starting
+within 50 ms.  Publishers join before and after the recorder, on both server
+modes; VP8, VP9, H.264 and AV1; and a mid-stream resolution change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from browser_harness import BrowserHarness, chromium_skip_reason
+from file_checks import check_file
+from procs import load_manifest, start_recorder, start_server
+
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.skipif(chromium_skip_reason() is not None, reason=str(chromium_skip_reason())),
+]
+
+#: Recording length after every stream is flowing (not a readiness wait).
+RECORD_SECONDS = 8.0
+EXT = {"vp8": ".mkv", "vp9": ".mkv", "av1": ".mkv", "h264": ".ts"}
+CONTAINER = {"vp8": "matroska,webm", "vp9": "matroska,webm", "av1": "matroska,webm", "h264": "mpegts"}
+#: PyAV reports the decoder's name: AV1 decodes with libdav1d (or libaom / FFmpeg's own).
+DECODER_NAMES = {"vp8": {"vp8", "libvpx"}, "vp9": {"vp9", "libvpx-vp9"}, "h264": {"h264"},
+                 "av1": {"av1", "libdav1d", "libaom-av1"}}
+MIN_SHARE = 0.90
+
+
+def session_stats(final_stats: list[dict], entry: dict) -> dict:
+    """The browser's outbound stats for the session a manifest entry recorded."""
+    matches = [s for s in final_stats if s["session"] == entry["session"]]
+    assert matches, (final_stats, entry)
+    return matches[0]
+
+
+def assert_browser_recording(entry: dict, stats: dict, codec: str):
+    """The entry's file decodes cleanly and holds what the browser sent; returns the report."""
+    path = entry["file"]
+    assert path and path.endswith(EXT[codec]), entry
+    assert stats["video"]["mimeType"].lower() == f"video/{codec}", stats
+    report = check_file(path)
+    summary = {
+        "stream": entry["stream_id"], "codec": codec, "fmtp": stats["video"].get("sdpFmtpLine"),
+        "encoder": stats["video"].get("encoderImplementation"),
+        "frames_sent": stats["video"]["framesSent"], "frames_encoded": stats["video"]["framesEncoded"],
+        "frames_recorded": entry["video_frames"], "frames_decoded": report.video_frames,
+        "audio_packets_sent": stats["audio"]["packetsSent"], "audio_frames_decoded": report.audio_frames,
+        "av_offset_ms": round(report.av_offset * 1000, 1) if report.audio_start is not None else None,
+        "pings": stats["pings"], "pongs": stats["pongs"],
+        "sizes": sorted(report.sizes), "dropped": entry["dropped_frames"], "av_sync": entry["av_sync"],
+    }
+    print("BROWSER-RECORDING " + json.dumps(summary), flush=True)
+    assert report.container == CONTAINER[codec]
+    assert report.video_codec in DECODER_NAMES[codec], report.video_codec
+    assert report.decode_errors == 0, report.errors[:5]
+    assert report.first_video_is_key is True
+    sent = stats["video"]["framesSent"]
+    assert sent > 0, stats
+    assert report.video_frames >= MIN_SHARE * sent, summary
+    assert entry["video_frames"] >= MIN_SHARE * sent, summary
+    assert report.audio_codec == "opus", report.audio_codec
+    assert report.audio_frames >= MIN_SHARE * stats["audio"]["packetsSent"], summary
+    assert report.av_offset < 0.050, summary
+    assert stats["pings"] > 0 and stats["pongs"] >= stats["pings"] - 1, stats  # the recorder answers pings
+    return report
+
+
+async def stop_all(publishers: dict, recorder, names: list[str]) -> dict:
+    """Stop the publishers (final stats, then bye), wait until the recorder
+    finalised their files, stop it; returns the manifest entries by stream id."""
+    final = {name: await pub.stop() for name, pub in publishers.items()}
+    await recorder.wait_for(r"^finished (%s) -> " % "|".join(names), count=len(names), timeout=30)
+    assert await recorder.stop() == 0
+    return final
+
+
+@pytest.mark.parametrize("mode", ["official", "relay"])
+async def test_browser_publishers_before_and_after_recorder(tmp_path: Path, mode: str) -> None:
+    """VP8 and VP9 browsers join before the recorder, H.264 after; password on.
+
+    Official server: the default password and discovery by listing /
+    someonejoined + offerSDP.  Relay: a custom password; one early browser
+    answers the recorder's relayed joinroom with a ``seed`` (the recorder
+    plays it), the other with an unsolicited offer (as the VDO.Ninja app does).
+    """
+    password = None if mode == "official" else "s3cret"
+    rec_args = [] if password is None else ["--password", password]
+    server, url = await start_server(tmp_path, mode)
+    recorder = None
+    try:
+        async with BrowserHarness() as browser:
+            pubs = {
+                "alice": await browser.open_publisher(url, "broom", "alice", codec="vp8", password=password),
+                "bob": await browser.open_publisher(url, "broom", "bob", codec="vp9", password=password,
+                                                    onjoin="offer" if mode == "relay" else None),
+            }
+            recorder = await start_recorder(tmp_path, url, "broom", *rec_args)
+            pubs["carol"] = await browser.open_publisher(url, "broom", "carol", codec="h264", password=password)
+            codecs = {"alice": "vp8", "bob": "vp9", "carol": "h264"}
+            await recorder.wait_for(r"^recording (alice|bob|carol) -> ", count=3, timeout=60)
+            for pub in pubs.values():
+                await pub.wait_connected(1)
+                await pub.wait_frames(10)
+            await asyncio.sleep(RECORD_SECONDS)  # recording length, not readiness
+            for name, pub in pubs.items():  # the recorder encrypts with the password too
+                info = await pub.info()
+                assert info["encryptedIn"] > 0 and info["plainIn"] == 0, (name, info)
+            final = await stop_all(pubs, recorder, list(pubs))
+            assert not any(pub.errors for pub in pubs.values()), {n: p.errors for n, p in pubs.items()}
+        entries = {e["stream_id"]: e for e in load_manifest(tmp_path / "rec")["streams"]}
+        assert set(entries) == set(codecs), entries
+        for name, codec in codecs.items():
+            entry = entries[name]
+            assert entry["end_reason"] in ("bye", "data channel closed"), entry
+            assert_browser_recording(entry, session_stats(final[name], entry), codec)
+    finally:
+        if recorder is not None:
+            await recorder.stop()
+        await server.stop()
+
+
+async def test_browser_av1_and_resolution_change(tmp_path: Path) -> None:
+    """AV1 beside VP8, VP9 and H.264; every sender halves its resolution
+    mid-stream and goes back up: each file decodes through both changes."""
+    server, url = await start_server(tmp_path, "official")
+    recorder = None
+    codecs = {"dave": "av1", "erin": "vp8", "fred": "vp9", "gina": "h264"}
+    try:
+        recorder = await start_recorder(tmp_path, url, "sizes")
+        async with BrowserHarness() as browser:
+            pubs = {name: await browser.open_publisher(url, "sizes", name, codec=codec, width=640, height=360)
+                    for name, codec in codecs.items()}
+            await recorder.wait_for(r"^recording (%s) -> " % "|".join(codecs), count=len(codecs), timeout=60)
+            for pub in pubs.values():
+                await pub.wait_connected(1)
+                await pub.wait_frames(60)
+            for scale, width in ((2, 320), (1, 640)):
+                for pub in pubs.values():
+                    await pub.set_video_scale(scale)
+                for pub in pubs.values():
+                    await pub.wait_for_width(width)
+                    await pub.wait_frames_more(60)
+            final = await stop_all(pubs, recorder, list(pubs))
+            assert not any(pub.errors for pub in pubs.values()), {n: p.errors for n, p in pubs.items()}
+        entries = {e["stream_id"]: e for e in load_manifest(tmp_path / "rec")["streams"]}
+        assert set(entries) == set(codecs), entries
+        for name, codec in codecs.items():
+            entry = entries[name]
+            report = assert_browser_recording(entry, session_stats(final[name], entry), codec)
+            assert len(report.sizes) > 1, (name, report.sizes)
+            assert (640, 360) in report.sizes and (320, 180) in report.sizes, (name, report.sizes)
+    finally:
+        if recorder is not None:
+            await recorder.stop()
+        await server.stop()
