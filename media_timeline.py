@@ -15,6 +15,8 @@ from typing import Optional
 
 HALF = 1 << 31
 FULL = 1 << 32
+#: Sender reports that disagree more than this about when tracks started are not trusted.
+MAX_SR_DISAGREEMENT_S = 1.0
 
 
 class RtpExtender:
@@ -57,6 +59,7 @@ class TrackClock:
         self.extender = RtpExtender()
         self.sr_offset: Optional[float] = None
         self.arrival_offset: Optional[float] = None
+        self.first: Optional[tuple[int, float]] = None  # (extended ts, arrival) of the first frame
 
     def on_sender_report(self, ntp_seconds: float, rtp_ts: int) -> None:
         """Record an NTP↔RTP pair; keeps the minimum offset seen."""
@@ -67,6 +70,8 @@ class TrackClock:
     def on_frame(self, rtp_ts: int, arrival: float) -> int:
         """Extend a frame's timestamp and keep the earliest-arrival anchor."""
         ext = self.extender.extend(rtp_ts)
+        if self.first is None:
+            self.first = (ext, arrival)
         offset = arrival - ext / self.clock_rate
         if self.arrival_offset is None or offset < self.arrival_offset:
             self.arrival_offset = offset
@@ -82,6 +87,8 @@ class StreamTimeline:
         self.tracks: dict[str, TrackClock] = {}
         self.use_sender_reports: Optional[bool] = None
         self._offsets: dict[str, float] = {}
+        self._shift = 0.0  # sender clock minus local clock (for tracks that start late)
+        self.sender_reports_rejected = False
 
     def track(self, kind: str) -> TrackClock:
         """The clock of ``kind`` ("audio" or "video"), created on first use."""
@@ -94,16 +101,36 @@ class StreamTimeline:
         return all(k in self.tracks and self.tracks[k].sr_offset is not None for k in kinds)
 
     def freeze(self, kinds) -> None:
-        """Fix the anchors: sender reports if every track has one, else arrival times."""
-        self.use_sender_reports = self.have_all_reports(kinds)
+        """Fix the anchors: sender reports if every track has a consistent one, else arrival times.
+
+        Reports are consistent when they put every track's first frame at the
+        same distance from its arrival (within ``MAX_SR_DISAGREEMENT_S``);
+        a stream with one track needs no reports.
+        """
+        kinds = [k for k in kinds if k in self.tracks]
+        reports = len(kinds) > 1 and self.have_all_reports(kinds)
+        self.sender_reports_rejected = reports and not self._consistent(kinds)
+        self.use_sender_reports = reports and not self.sender_reports_rejected
         for kind in kinds:
-            clock = self.track(kind)
+            clock = self.tracks[kind]
             offset = clock.sr_offset if self.use_sender_reports else clock.arrival_offset
             self._offsets[kind] = offset if offset is not None else 0.0
+        if self.use_sender_reports:  # sender clock minus local clock, for late tracks
+            self._shift = min(self.tracks[k].sr_offset - self.tracks[k].arrival_offset for k in kinds)
+
+    def _consistent(self, kinds) -> bool:
+        lags = []
+        for kind in kinds:
+            clock = self.tracks[kind]
+            if clock.first is None:
+                return False
+            ext, arrival = clock.first
+            lags.append(ext / clock.clock_rate + clock.sr_offset - arrival)
+        return max(lags) - min(lags) <= MAX_SR_DISAGREEMENT_S
 
     def to_us(self, kind: str, extended_ts: int) -> int:
         """Microseconds on the shared timeline for an extended timestamp (after freeze)."""
         clock = self.tracks[kind]
-        if kind not in self._offsets:  # a track that appeared after freezing
-            self._offsets[kind] = clock.arrival_offset or 0.0
+        if kind not in self._offsets:  # a track that appeared after freezing: same clock domain
+            self._offsets[kind] = (clock.arrival_offset or 0.0) + self._shift
         return round((extended_ts / clock.clock_rate + self._offsets[kind]) * 1_000_000)

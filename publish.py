@@ -79,6 +79,10 @@ class WebRTCClient:
                 self.send(vp.seed(self.stream_wire))  # fan-out relays route play by seed
         elif self.publishing:
             self.send(vp.seed(self.stream_wire))
+        await self.signaling.flush()
+        if self.publishing and not reconnect:
+            # printed once the stream is announced: scripts may wait for this line
+            print(f"publishing stream {self.identity.plain_stream_id(self.stream_wire)}", flush=True)
         await call_hook(self.pm, "connected", client=self, reconnect=reconnect)
 
     # ------------------------------------------------------------------ receiving
@@ -167,7 +171,6 @@ class WebRTCClient:
         self.stream_wire = self.identity.wire_stream_id(self.args.streamid or vp.random_id(8))
         plain = self.identity.plain_stream_id(self.stream_wire)
         log.info("publishing stream %s (wire id %s)", plain, self.stream_wire)
-        print(f"publishing stream {plain}", flush=True)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish (signal handlers call this)."""

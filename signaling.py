@@ -69,8 +69,10 @@ def describe_connect_error(url: str, exc: BaseException) -> str:
 class SignalingConnection:
     """One WebSocket with automatic reconnect and an outbound queue.
 
-    ``on_open`` runs after every (re)connect, before queued messages are
-    flushed; ``on_message`` gets each text frame.  Call :meth:`run` as a task
+    ``on_open`` runs after every (re)connect; what it sends joins the
+    queue of messages sent while disconnected, all of which go out in order
+    when it calls :meth:`flush` or returns.  ``on_message`` gets each text
+    frame.  Call :meth:`run` as a task
     and :meth:`close` to stop.
     """
 
@@ -117,6 +119,11 @@ class SignalingConnection:
         except websockets.ConnectionClosed:
             self._queue.append(text)
 
+    async def flush(self) -> None:
+        """Send every queued message now, in order (during ``on_open`` or later)."""
+        while self._queue and self._ws is not None:
+            await self._ws.send(self._queue.popleft())
+
     async def run(self) -> None:
         """Connect and reconnect until :meth:`close`; never spins on refusals."""
         while not self._closing:
@@ -128,11 +135,10 @@ class SignalingConnection:
                 ) as ws:
                     self._ws = ws
                     self.connections += 1
-                    self.connected.set()
                     log.info("connected to %s", self.url)
                     await self._on_open()
-                    while self._queue:
-                        await ws.send(self._queue.popleft())
+                    await self.flush()
+                    self.connected.set()
                     async for frame in ws:
                         if isinstance(frame, bytes):
                             frame = frame.decode("utf-8", "replace")

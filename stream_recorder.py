@@ -22,7 +22,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 import bitstream
 import passthrough
 import vdo_protocol as vp
-from media_timeline import StreamTimeline
+from media_timeline import MAX_SR_DISAGREEMENT_S, StreamTimeline
 from peer_common import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, local_candidates
 from recording_muxer import PassthroughMuxer
 
@@ -59,7 +59,9 @@ class FrameWriter:
         self.kinds.add(kind)
 
     def on_sender_report(self, kind: str, ntp_seconds: float, rtp_ts: int) -> None:
-        self.timeline.track(kind).on_sender_report(ntp_seconds, rtp_ts)
+        clock = self.timeline.track(kind)
+        clock.on_sender_report(ntp_seconds, rtp_ts)
+        log.debug("%s SR: ntp=%.3f rtp=%d offset=%.3f", kind, ntp_seconds, rtp_ts, clock.sr_offset)
         self._maybe_flush()
 
     def on_frame(self, kind: str, codec: str, data: bytes, rtp_ts: int) -> None:
@@ -96,15 +98,18 @@ class FrameWriter:
     def _maybe_flush(self) -> None:
         if self.timeline.use_sender_reports is not None or self._first_arrival is None:
             return
-        have_all = self.kinds and all(k in self.codecs for k in self.kinds)
-        if have_all and self.timeline.have_all_reports(self.kinds):
-            pass
-        elif time.time() - self._first_arrival < SR_WAIT_S:
-            return
-        self.kinds &= set(self.codecs) or self.kinds  # a kind that never delivered is dropped
+        have_all = bool(self.kinds) and all(k in self.codecs for k in self.kinds)
+        single = have_all and len(self.kinds) == 1  # nothing to align: no need to wait
+        if not single and not (have_all and self.timeline.have_all_reports(self.kinds)):
+            if time.time() - self._first_arrival < SR_WAIT_S:
+                return
         self.timeline.freeze(self.codecs.keys())
-        if not self.timeline.use_sender_reports:
-            log.info("%s: no RTCP sender reports in time: aligning audio/video by arrival", os.path.basename(self.path_without_ext))
+        name = os.path.basename(self.path_without_ext)
+        if self.timeline.sender_reports_rejected:
+            log.warning("%s: RTCP sender reports disagree with arrival times by over %.1f s: aligning by arrival",
+                        name, MAX_SR_DISAGREEMENT_S)
+        elif not self.timeline.use_sender_reports and len(self.codecs) > 1:
+            log.info("%s: no RTCP sender reports in time: aligning audio/video by arrival", name)
         pending, self._pending = self._pending, []
         for kind, data, ext in pending:
             self._write(kind, data, ext)

@@ -176,10 +176,22 @@ class BrowserPublisher:
         now = [s["video"]["framesSent"] for s in await self.stats() if s["media"] and s["video"]]
         await self.wait_frames(min(now, default=0) + frames, timeout)
 
-    async def wait_for_width(self, width: int, timeout: float = 30.0) -> None:
-        """Every viewer with media is being sent frames ``width`` pixels wide."""
-        await self._poll_stats(lambda st: all(s["video"] and s["video"]["frameWidth"] == width for s in st),
-                               timeout, f"frame width {width}")
+    async def video_width(self) -> int:
+        """The smallest width currently sent to a viewer with media (0 if none yet)."""
+        widths = [s["video"].get("frameWidth") or 0 for s in await self.stats() if s["media"] and s["video"]]
+        return min(widths, default=0)
+
+    async def wait_for_width(self, at_most: Optional[int] = None, above: Optional[int] = None,
+                             timeout: float = 30.0) -> int:
+        """Wait until every viewer with media is sent frames at most ``at_most``
+        and/or more than ``above`` pixels wide; returns the smallest such width."""
+
+        def ok(width) -> bool:
+            return bool(width) and (at_most is None or width <= at_most) and (above is None or width > above)
+
+        stats = await self._poll_stats(lambda st: all(s["video"] and ok(s["video"].get("frameWidth")) for s in st),
+                                       timeout, f"frame width <= {at_most} / > {above}")
+        return min(s["video"]["frameWidth"] for s in stats)
 
     async def stats(self) -> list[dict]:
         """Per viewer: outbound video/audio stats from ``getStats()``."""
