@@ -56,11 +56,13 @@ def describe_connect_error(url: str, exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate check failed for {url}: {exc.verify_message} (use --insecure-signaling to skip it)"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake with {url} failed: {exc.reason or exc}"
+        return f"TLS handshake with {url} failed: {getattr(exc, 'reason', None) or exc}"
+    if url.startswith("wss://") and isinstance(exc, (ConnectionResetError, EOFError, ssl.SSLEOFError)):
+        return f"TLS handshake with {url} failed: the server closed the connection (is it a plain ws:// server?)"
     if isinstance(exc, websockets.InvalidStatus):
         return f"{url} refused the WebSocket upgrade (HTTP {exc.response.status_code})"
-    if isinstance(exc, (ConnectionRefusedError, OSError)):
-        return f"cannot reach signaling server {url}: {exc.strerror or exc}"
+    if isinstance(exc, OSError):
+        return f"cannot reach signaling server {url}: {exc.strerror or exc or type(exc).__name__}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"timed out connecting to {url}"
     return f"connection to {url} failed: {exc}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -70,8 +71,9 @@ def print_summary(entries: list[dict], manifest_path: str) -> None:
     for e in entries:
         codec = "+".join(c for c in (e.get("video_codec"), e.get("audio_codec")) if c) or "-"
         table.add_row(
-            e["stream_id"], e["file"] or "(nothing recorded)", codec, f"{e['duration_s']:.1f} s",
+            e["stream_id"], os.path.basename(e["file"]) if e["file"] else "(nothing recorded)", codec, f"{e['duration_s']:.1f} s",
             human_bytes(e["bytes"]), str(e["video_frames"]), str(e["end_reason"]),
         )
     console.print(table)
+    console.print(f"files in {os.path.dirname(os.path.abspath(manifest_path))}")
     console.print(f"manifest: {manifest_path}")

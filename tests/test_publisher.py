@@ -166,3 +166,24 @@ async def test_unreachable_server_is_reported_and_retried(tmp_path):
         assert attempts < 10, "reconnect attempts must back off"
     finally:
         assert await proc.stop() == 0
+
+
+async def test_tls_failure_and_server_alert_are_reported(tmp_path):
+    """A TLS handshake against a plain server fails with one clear line; a server alert is shown."""
+    from procs import Proc
+
+    server, url = await start_server(tmp_path)
+    tls_url = url.replace("ws://", "wss://")
+    first = await start_publisher(tmp_path, url, "room", "same")
+    twin = await Proc.start("pub-twin", [str(ROOT / "publish.py"), "--server", url, "--room", "room", "--streamid", "same",
+                                         "--test", "--width", "160", "--height", "120"], tmp_path)
+    tls = await Proc.start("pub-tls", [str(ROOT / "publish.py"), "--server", tls_url, "--test", "--width", "160",
+                                       "--height", "120"], tmp_path)
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not ("TLS handshake with" in tls.stderr() and "Stream ID is already in use" in twin.stderr()):
+            assert asyncio.get_running_loop().time() < deadline, tls.tail() + twin.tail()
+            await asyncio.sleep(0.2)
+    finally:
+        for proc in (tls, twin, first, server):
+            assert await proc.stop() == 0

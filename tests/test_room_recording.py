@@ -8,6 +8,7 @@ frames the publisher sent, and audio/video starting within 50 ms.
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,32 @@ async def test_record_streams_filter_and_rejoin(tmp_path):
         for e in streams:
             report = check_file(e["file"])
             assert report.decode_errors == 0 and report.video_frames > 0
+    finally:
+        for proc in reversed(procs):
+            await proc.stop()
+
+
+async def test_record_one_stream_without_a_room(tmp_path):
+    """``--record STREAMID`` alone records that stream through the same recorder; SIGTERM finalises."""
+    from procs import ROOT, Proc
+
+    server, url = await start_server(tmp_path, "relay")
+    procs = [server]
+    try:
+        alice = await Proc.start("pub-alice", [str(ROOT / "publish.py"), "--server", url, "--streamid", "alice", "--test",
+                                               "--h264", "--width", "320", "--height", "240", "--framerate", "15"], tmp_path)
+        procs.append(alice)
+        await alice.wait_for("^publishing stream alice")
+        recorder = await Proc.start("recorder", [str(ROOT / "publish.py"), "--server", url, "--record", "alice",
+                                                 "--record-dir", str(tmp_path / "rec"), "--no-status"], tmp_path)
+        procs.append(recorder)
+        await recorder.wait_for(r"^recording alice -> ", timeout=40)
+        await asyncio.sleep(2)  # some media
+        assert await recorder.stop(signal.SIGTERM) == 0
+        (entry,) = load_manifest(tmp_path / "rec")["streams"]
+        assert Path(entry["file"]).name.startswith("alice_alice_") and entry["file"].endswith(".ts")
+        report = check_file(entry["file"])
+        assert report.decode_errors == 0 and report.video_frames > 10 and report.audio_codec == "opus"
     finally:
         for proc in reversed(procs):
             await proc.stop()
