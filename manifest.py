@@ -45,6 +45,7 @@ class RecordingManifest:
             "video_frames": getattr(stats, "video_frames", 0) if started else 0,
             "audio_frames": getattr(stats, "audio_frames", 0) if started else 0,
             "dropped_frames": writer.dropped_frames + (getattr(stats, "dropped_frames", 0) or 0),
+            "silence_packets": getattr(stats, "silence_packets", 0) if started else 0,
             "bytes": os.path.getsize(path) if started and path and os.path.exists(path) else 0,
             "av_sync": "rtcp" if writer.timeline.use_sender_reports else "arrival",
             "end_reason": recorder.end_reason,

@@ -57,6 +57,9 @@ MAX_AUDIO_BUFFER_US = 5_000_000
 #: 2-5 audio packets at 100 ms (0 ms loses one frame but costs ~14 kbit/s of
 #: cluster headers on audio-only files; 100 ms costs under 3 kbit/s).
 MKV_CLUSTER_TIME_MS = 100
+#: An Opus packet that decodes to 20 ms of silence (CELT, fullband, one frame).
+OPUS_SILENCE_20MS = b"\xf8\xff\xfe"
+OPUS_FRAME_TICKS = 960
 
 _VIDEO_CODECS = {"h264": "mpegts", "vp8": "matroska", "vp9": "matroska", "av1": "matroska"}
 _AUDIO_CODECS = {"opus"}
@@ -83,7 +86,8 @@ class MuxerStats:
     ``bytes_written`` is the file size, refreshed every second and by close();
     ``dropped_frames`` counts every frame not written, of which
     ``invalid_frames`` failed the bitstream check and ``errors`` were
-    exceptions from PyAV; ``nudged_timestamps`` counts repaired timestamps.
+    exceptions from PyAV; ``nudged_timestamps`` counts repaired timestamps;
+    ``silence_packets`` counts the Opus silence written before late audio.
     """
 
     path: str
@@ -102,6 +106,7 @@ class MuxerStats:
     invalid_frames: int = 0
     errors: int = 0
     nudged_timestamps: int = 0
+    silence_packets: int = 0
 
 
 def extension_for(video_codec: str | None, audio_codec: str | None) -> str:
@@ -322,6 +327,8 @@ class PassthroughMuxer:
         if ticks < 0 and track is self._audio:
             self.stats.dropped_frames += 1  # audio from before the file start
             return
+        if track is self._audio and track.last_ticks is None and self._video is not None:
+            self._fill_leading_silence(ticks)
         if track.last_ticks is not None and ticks <= track.last_ticks:
             ticks = track.last_ticks + 1
             self.stats.nudged_timestamps += 1
@@ -345,6 +352,26 @@ class PassthroughMuxer:
         stats.duration_s = (stats.last_pts_us - stats.first_pts_us) / 1e6
         if pts_us - self._size_checked_us >= 1_000_000:
             self._refresh_size()
+
+    def _fill_leading_silence(self, first_audio_ticks: int) -> None:
+        """Audio that starts after the video: 20 ms silence packets fill the gap.
+
+        So audio and video start together (players and editors align tracks
+        by their first packet).  Pre-encoded Opus silence: nothing is encoded.
+        Gaps longer than the audio buffer bound are left as they are.
+        """
+        if first_audio_ticks * 1_000_000 // self._audio.rate > MAX_AUDIO_BUFFER_US:
+            return
+        for ticks in range(0, first_audio_ticks - OPUS_FRAME_TICKS // 2, OPUS_FRAME_TICKS):
+            packet = av.Packet(OPUS_SILENCE_20MS)
+            packet.stream = self._audio.stream
+            packet.time_base = self._audio.time_base
+            packet.pts = packet.dts = ticks
+            packet.duration = OPUS_FRAME_TICKS
+            self._container.mux_one(packet)
+            self._audio.last_ticks = ticks
+            self.stats.silence_packets += 1
+            self.stats.audio_frames += 1
 
     def _discard(self, container) -> None:
         """Close a container that failed to start and delete its file."""

@@ -43,18 +43,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-def chromium_available() -> bool:
-    """Is the system Chromium there, and the Playwright package importable?"""
-    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        return False
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def chromium_skip_reason() -> Optional[str]:
+    """Why the browser tests cannot run here (None when they can)."""
     if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         return f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs it)"
     try:

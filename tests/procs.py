@@ -101,35 +101,76 @@ class Proc:
 
 async def start_server(log_dir: Path, mode: str = "official", port: int = 0) -> tuple[Proc, str]:
     """Start ``handshake_server.py``; returns the process and its URL."""
-    proc = await Proc.start(f"server-{mode}", [str(ROOT / "handshake_server.py"), "--port", str(port), "--mode", mode], log_dir)
-    match = (await proc.wait_for(r"listening on (ws://\S+)", timeout=15))[0]
-    return proc, match.group(1)
+    args = [str(ROOT / "handshake_server.py"), "--port", str(port), "--mode", mode]
+    proc = await _start_ready(f"server-{mode}", args, log_dir, r"listening on ws://")
+    return proc, re.search(r"ws://\S+", next(line for line in proc.lines if "listening on" in line)).group(0)
 
 
-def publisher_args(url: str, room: str, stream: str, *extra: str, codec: str = "vp8") -> list[str]:
-    """A small, cheap test-pattern publisher."""
+def publisher_args(url: str, room: Optional[str], stream: str, *extra: str, codec: str = "vp8") -> list[str]:
+    """A small, cheap test-pattern publisher (in ``room``, or roomless when None)."""
     return [
-        str(ROOT / "publish.py"), "--server", url, "--room", room, "--streamid", stream, "--test",
+        str(ROOT / "publish.py"), "--server", url, *(["--room", room] if room else []), "--streamid", stream, "--test",
         f"--{codec}", "--width", "320", "--height", "240", "--framerate", "15", "--bitrate", "400", *extra,
     ]
 
 
-async def start_publisher(log_dir: Path, url: str, room: str, stream: str, *extra: str, codec: str = "vp8", name: Optional[str] = None) -> Proc:
-    proc = await Proc.start(name or f"pub-{stream}", publisher_args(url, room, stream, *extra, codec=codec), log_dir)
-    await proc.wait_for(r"^publishing stream", timeout=20)
+async def _start_ready(name: str, args: list[str], log_dir: Path, ready: str) -> Proc:
+    """Start a process and wait for its readiness line (stopping it if that never comes)."""
+    proc = await Proc.start(name, args, log_dir)
+    try:
+        await proc.wait_for(ready, timeout=20)
+    except BaseException:
+        await proc.stop(signal.SIGKILL)
+        raise
     return proc
+
+
+async def start_publisher(log_dir: Path, url: str, room: Optional[str], stream: str, *extra: str, codec: str = "vp8", name: Optional[str] = None) -> Proc:
+    return await _start_ready(name or f"pub-{stream}", publisher_args(url, room, stream, *extra, codec=codec), log_dir,
+                              r"^publishing stream")
 
 
 async def start_recorder(log_dir: Path, url: str, room: str, *extra: str, name: str = "recorder") -> Proc:
-    proc = await Proc.start(
-        name, [str(ROOT / "publish.py"), "--server", url, "--room", room, "--record-room",
-               "--record-dir", str(log_dir / "rec"), "--no-status", *extra], log_dir,
-    )
-    await proc.wait_for(r"^recording room", timeout=20)
-    return proc
+    args = [str(ROOT / "publish.py"), "--server", url, "--room", room, "--record-room",
+            "--record-dir", str(log_dir / "rec"), "--no-status", *extra]
+    return await _start_ready(name, args, log_dir, r"^recording room")
 
 
 def load_manifest(record_dir: Path) -> dict:
     paths = sorted(record_dir.glob("*.manifest.json"))
     assert paths, f"no manifest in {record_dir}"
     return json.loads(paths[-1].read_text())
+
+
+class Scene:
+    """A test's handshake server plus the processes it starts, all stopped at the end.
+
+    ``async with Scene(tmp_path) as scene:`` starts the server; ``scene.publisher``
+    and ``scene.recorder`` start and register processes; leaving the block
+    stops everything in reverse order, whatever happened.
+    """
+
+    def __init__(self, log_dir: Path, mode: str = "official") -> None:
+        self.log_dir = log_dir
+        self.mode = mode
+        self.procs: list[Proc] = []
+        self.url = ""
+
+    async def __aenter__(self) -> "Scene":
+        self.server, self.url = await start_server(self.log_dir, self.mode)
+        self.procs.append(self.server)
+        return self
+
+    def add(self, proc: Proc) -> Proc:
+        self.procs.append(proc)
+        return proc
+
+    async def publisher(self, room: Optional[str], stream: str, *extra: str, codec: str = "vp8", name: Optional[str] = None) -> Proc:
+        return self.add(await start_publisher(self.log_dir, self.url, room, stream, *extra, codec=codec, name=name))
+
+    async def recorder(self, room: str, *extra: str, name: str = "recorder") -> Proc:
+        return self.add(await start_recorder(self.log_dir, self.url, room, *extra, name=name))
+
+    async def __aexit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            await proc.stop()

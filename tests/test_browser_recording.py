@@ -79,7 +79,7 @@ def assert_browser_recording(entry: dict, stats: dict, codec: str):
 
 async def stop_all(publishers: dict, recorder, names: list[str]) -> dict:
     """Stop the publishers (final stats, then bye), wait until the recorder
-    finalised their files, stop it; returns the manifest entries by stream id."""
+    finalised their files, stop it; returns each publisher's final stats."""
     final = {name: await pub.stop() for name, pub in publishers.items()}
     await recorder.wait_for(r"^finished (%s) -> " % "|".join(names), count=len(names), timeout=30)
     assert await recorder.stop() == 0

@@ -132,6 +132,20 @@ def test_leading_non_keyframes_dropped_and_audio_trimmed(tmp_path, codec):
     assert info["duration"] == pytest.approx(1.0, abs=0.1)
 
 
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+def test_late_audio_is_preceded_by_silence(tmp_path, codec):
+    """Audio that starts 300 ms after the first keyframe: silence fills the gap."""
+    video, audio = mh.encode_video(codec, 60, gop=30), mh.encode_opus(85)
+    late_audio = [mh.AudioPacket(p.data, p.pts_us + 300_000) for p in audio]
+    muxer = PassthroughMuxer(str(tmp_path / "late_audio"), codec, "opus")
+    feed(muxer, mh.interleave(video, late_audio))
+    stats = muxer.close()
+    assert stats.silence_packets == 15 and stats.audio_frames == 85 + 15
+    info = mh.decode_file(muxer.path)
+    assert_clean(info, stats)
+    assert abs(info["audio_start"] - info["video_start"]) < 0.025
+
+
 def test_h264_idr_without_parameter_sets_uses_cached_ones(tmp_path):
     video = mh.encode_video("h264", 30, gop=30)
     nals = bitstream.split_nal_units(video[0].data)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from file_checks import check_file
-from procs import load_manifest, start_publisher, start_recorder, start_server
+from procs import ROOT, Proc, Scene, load_manifest
 
 
 RECORD_SECONDS = 6.0
@@ -49,31 +49,23 @@ def stats_for(publisher, entry: dict) -> dict:
 
 
 async def record_room(tmp_path: Path, mode: str, password: list[str]) -> None:
-    server, url = await start_server(tmp_path, mode)
-    procs = [server]
-    try:
-        early_vp8 = await start_publisher(tmp_path, url, "room1", "alice", *password, codec="vp8")
-        early_h264 = await start_publisher(tmp_path, url, "room1", "bob", *password, codec="h264")
-        procs += [early_vp8, early_h264]
-        recorder = await start_recorder(tmp_path, url, "room1", *password)
-        procs.append(recorder)
-        late = await start_publisher(tmp_path, url, "room1", "carol", *password, "--noaudio", codec="vp8")
-        procs.append(late)
+    async with Scene(tmp_path, mode) as scene:
+        early_vp8 = await scene.publisher("room1", "alice", *password, codec="vp8")
+        early_h264 = await scene.publisher("room1", "bob", *password, codec="h264")
+        recorder = await scene.recorder("room1", *password)
+        late = await scene.publisher("room1", "carol", *password, "--noaudio", codec="vp8")
         await recorder.wait_for(r"^recording (alice|bob|carol) -> ", count=3, timeout=40)
         await asyncio.sleep(RECORD_SECONDS)  # recording length, not readiness
         for pub in (early_vp8, early_h264, late):
             assert await pub.stop() == 0
         assert await recorder.stop() == 0
-        entries = {e["stream_id"]: e for e in load_manifest(tmp_path / "rec")["streams"]}
-        assert set(entries) == {"alice", "bob", "carol"}
-        assert_good_recording(entries["alice"], stats_for(early_vp8, entries["alice"]), "vp8")
-        assert_good_recording(entries["bob"], stats_for(early_h264, entries["bob"]), "h264")
-        assert_good_recording(entries["carol"], stats_for(late, entries["carol"]), "vp8", audio=False)
-        assert all(e["end_reason"] in ("bye", "data channel closed") for e in entries.values()), entries
-        assert "Recordings" in "\n".join(recorder.lines)
-    finally:
-        for proc in reversed(procs):
-            await proc.stop()
+    entries = {e["stream_id"]: e for e in load_manifest(tmp_path / "rec")["streams"]}
+    assert set(entries) == {"alice", "bob", "carol"}
+    assert_good_recording(entries["alice"], stats_for(early_vp8, entries["alice"]), "vp8")
+    assert_good_recording(entries["bob"], stats_for(early_h264, entries["bob"]), "h264")
+    assert_good_recording(entries["carol"], stats_for(late, entries["carol"]), "vp8", audio=False)
+    assert all(e["end_reason"] in ("bye", "data channel closed") for e in entries.values()), entries
+    assert "Recordings" in "\n".join(recorder.lines)
 
 
 @pytest.mark.parametrize("mode", ["official", "relay"])
@@ -91,60 +83,38 @@ async def test_records_with_custom_password_on_relay(tmp_path):
 
 async def test_record_streams_filter_and_rejoin(tmp_path):
     """Only the selected streams are recorded; a stream that comes back gets a new file."""
-    server, url = await start_server(tmp_path)
-    procs = [server]
-    try:
-        recorder = await start_recorder(tmp_path, url, "room2", "--record-streams", "alice,dave808d64", "--record", "show")
-        procs.append(recorder)
-        alice = await start_publisher(tmp_path, url, "room2", "alice")
-        bob = await start_publisher(tmp_path, url, "room2", "bob")
-        dave = await start_publisher(tmp_path, url, "room2", "dave", codec="h264")
-        procs += [alice, bob, dave]
+    async with Scene(tmp_path) as scene:
+        recorder = await scene.recorder("room2", "--record-streams", "alice,dave808d64", "--record", "show")
+        alice = await scene.publisher("room2", "alice")
+        await scene.publisher("room2", "bob")
+        await scene.publisher("room2", "dave", codec="h264")
         await recorder.wait_for(r"^recording (alice|dave) -> ", count=2, timeout=40)
         assert await alice.stop() == 0
         await recorder.wait_for(r"^finished alice ", timeout=20)
-        alice2 = await start_publisher(tmp_path, url, "room2", "alice", name="pub-alice-again")
-        procs.append(alice2)
+        await scene.publisher("room2", "alice", name="pub-alice-again")
         await recorder.wait_for(r"^recording alice -> ", count=2, timeout=40)
         await asyncio.sleep(2)  # some media in the second file
-        for pub in (alice2, bob, dave):
-            await pub.stop()
-        assert await recorder.stop() == 0
-        streams = load_manifest(tmp_path / "rec")["streams"]
-        ids = sorted(e["stream_id"] for e in streams)
-        assert ids == ["alice", "alice", "dave"], streams
-        files = {e["file"] for e in streams}
-        assert len(files) == 3 and all(Path(f).name.startswith("show_") for f in files)
-        assert not list((tmp_path / "rec").glob("*bob*"))
-        for e in streams:
-            report = check_file(e["file"])
-            assert report.decode_errors == 0 and report.video_frames > 0
-    finally:
-        for proc in reversed(procs):
-            await proc.stop()
+        assert await recorder.stop(signal.SIGTERM) == 0
+    streams = load_manifest(tmp_path / "rec")["streams"]
+    assert sorted(e["stream_id"] for e in streams) == ["alice", "alice", "dave"], streams
+    files = {e["file"] for e in streams}
+    assert len(files) == 3 and all(Path(f).name.startswith("show_") for f in files)
+    assert not list((tmp_path / "rec").glob("*bob*"))
+    for e in streams:
+        report = check_file(e["file"])
+        assert report.decode_errors == 0 and report.video_frames > 0
 
 
 async def test_record_one_stream_without_a_room(tmp_path):
-    """``--record STREAMID`` alone records that stream through the same recorder; SIGTERM finalises."""
-    from procs import ROOT, Proc
-
-    server, url = await start_server(tmp_path, "relay")
-    procs = [server]
-    try:
-        alice = await Proc.start("pub-alice", [str(ROOT / "publish.py"), "--server", url, "--streamid", "alice", "--test",
-                                               "--h264", "--width", "320", "--height", "240", "--framerate", "15"], tmp_path)
-        procs.append(alice)
-        await alice.wait_for("^publishing stream alice")
-        recorder = await Proc.start("recorder", [str(ROOT / "publish.py"), "--server", url, "--record", "alice",
-                                                 "--record-dir", str(tmp_path / "rec"), "--no-status"], tmp_path)
-        procs.append(recorder)
+    """``--record STREAMID`` alone records that stream through the same recorder."""
+    async with Scene(tmp_path, "relay") as scene:
+        await scene.publisher(None, "alice", codec="h264")
+        recorder = scene.add(await Proc.start("recorder", [str(ROOT / "publish.py"), "--server", scene.url, "--record", "alice",
+                                                           "--record-dir", str(tmp_path / "rec"), "--no-status"], tmp_path))
         await recorder.wait_for(r"^recording alice -> ", timeout=40)
         await asyncio.sleep(2)  # some media
-        assert await recorder.stop(signal.SIGTERM) == 0
-        (entry,) = load_manifest(tmp_path / "rec")["streams"]
-        assert Path(entry["file"]).name.startswith("alice_alice_") and entry["file"].endswith(".ts")
-        report = check_file(entry["file"])
-        assert report.decode_errors == 0 and report.video_frames > 10 and report.audio_codec == "opus"
-    finally:
-        for proc in reversed(procs):
-            await proc.stop()
+        assert await recorder.stop() == 0
+    (entry,) = load_manifest(tmp_path / "rec")["streams"]
+    assert Path(entry["file"]).name.startswith("alice_alice_") and entry["file"].endswith(".ts")
+    report = check_file(entry["file"])
+    assert report.decode_errors == 0 and report.video_frames > 10 and report.audio_codec == "opus"

@@ -36,6 +36,7 @@
     height: parseInt(params.get("height") || "360", 10),
     framerate: parseInt(params.get("framerate") || "30", 10),
     onjoin: params.get("onjoin") || "seed", // relay newcomer: "seed" (Raspberry-Ninja-like) or "offer" (unsolicited)
+    trace: params.get("trace") === "1", // record when audio and video start leaving
   };
 
   const info = {
@@ -362,6 +363,7 @@
       }
       if (this.mediaRequested && !this.media) {
         this.media = true;
+        if (cfg.trace) this.traceStart();
         this.negotiatedVideo = negotiatedVideoCodec(desc.sdp);
         log("session", this.id, "media negotiated, video", JSON.stringify(this.negotiatedVideo));
       }
@@ -455,6 +457,21 @@
       updateState();
     }
 
+    // Diagnostics (?trace=1): when the first audio packet and video frame left.
+    async traceStart() {
+      const t0 = performance.now();
+      this.trace = { audio: null, video: null };
+      while (performance.now() - t0 < 3000 && (this.trace.audio === null || this.trace.video === null)) {
+        const report = await this.pc.getStats();
+        report.forEach((s) => {
+          if (s.type !== "outbound-rtp") return;
+          const sent = s.kind === "video" ? s.framesSent : s.packetsSent;
+          if (sent > 0 && this.trace[s.kind] === null) this.trace[s.kind] = Math.round(performance.now() - t0);
+        });
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+
     async stats() {
       const out = {
         viewer: this.viewer,
@@ -464,6 +481,7 @@
         negotiatedVideo: this.negotiatedVideo,
         pings: this.pings,
         pongs: this.pongs,
+        trace: this.trace || null,
         video: null,
         audio: null,
       };
