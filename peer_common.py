@@ -132,6 +132,7 @@ class ChannelLink:
         self._name = name
         self.pings_sent = 0
         self.last_pong = time.monotonic()
+        self.last_received = time.monotonic()
         channel.on("message", self._handle)
 
     @property
@@ -155,6 +156,7 @@ class ChannelLink:
         self.send({"ping": str(int(time.time() * 1000))})
 
     def _handle(self, data) -> None:
+        self.last_received = time.monotonic()
         try:
             msg = vp.parse_message(data, self._cipher)
         except vp.ProtocolError as exc:

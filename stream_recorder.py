@@ -32,6 +32,10 @@ log = logging.getLogger("recorder")
 SR_WAIT_S = 3.0
 #: Keyframe requests: at most one per this many seconds.
 PLI_INTERVAL_S = 1.0
+#: A connected stream with no media and no data-channel traffic for this long has
+#: vanished (e.g. killed without a bye on a relay that sends none); ICE consent
+#: expiry would otherwise take about 30 s.
+SILENT_PEER_S = 20.0
 MAX_PENDING_FRAMES = 2000
 
 
@@ -51,6 +55,7 @@ class FrameWriter:
         self._need_keyframe = True
         self._last_pli = 0.0
         self.first_keyframe_wallclock: Optional[float] = None
+        self.last_frame = time.monotonic()
         self.dropped_frames = 0
         self.closed = False
 
@@ -68,6 +73,7 @@ class FrameWriter:
         """An encoded frame arrived (on the event loop)."""
         if self.closed:
             return
+        self.last_frame = time.monotonic()
         now = time.time()
         self.codecs.setdefault(kind, codec)
         ext = self.timeline.track(kind).on_frame(rtp_ts, now)
@@ -313,6 +319,16 @@ class StreamRecorder:
         while True:
             await asyncio.sleep(1.0)
             self.writer.tick()
+            if self.state == "recording" and self._silent_for() > SILENT_PEER_S:
+                log.warning("%s: no media or messages for %.0f s: ending it", self.plain_id, SILENT_PEER_S)
+                asyncio.ensure_future(self.finish("peer went silent"))
+                return
+
+    def _silent_for(self) -> float:
+        last = self.writer.last_frame
+        if self.link is not None:
+            last = max(last, self.link.last_received)
+        return time.monotonic() - last
 
     # ------------------------------------------------------------------ end
 
