@@ -39,7 +39,7 @@ class RecordingManifest:
             "audio_codec": writer.codecs.get("audio"),
             "width": getattr(stats, "width", None) if started else None,
             "height": getattr(stats, "height", None) if started else None,
-            "first_frame_time": writer.first_keyframe_wallclock,
+            "first_frame_time": writer.first_frame_wallclock,
             "end_time": time.time(),
             "duration_s": round(getattr(stats, "duration_s", 0.0) or 0.0, 3) if started else 0.0,
             "video_frames": getattr(stats, "video_frames", 0) if started else 0,

@@ -9,19 +9,38 @@ frames can be reported.
 from __future__ import annotations
 
 import asyncio
+import collections
 import fractions
 import logging
 import time
 from typing import Optional
 
 import av
-from aiortc.contrib.media import MediaPlayer, MediaRelay
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 log = logging.getLogger("media")
 
 AUDIO_RATE = 48000
 AUDIO_SAMPLES = 960  # 20 ms
+
+
+class Pacer:
+    """Releases media on the wall clock; after a stall it re-anchors instead of bursting."""
+
+    MAX_LAG_S = 0.5
+
+    def __init__(self) -> None:
+        self._origin: Optional[float] = None
+
+    async def wait(self, media_seconds: float) -> None:
+        """Sleep until ``media_seconds`` after the start (re-anchored when far behind)."""
+        now = time.monotonic()
+        if self._origin is None or now - (self._origin + media_seconds) > self.MAX_LAG_S:
+            self._origin = now - media_seconds
+        delay = self._origin + media_seconds - now
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 class _PacedTrack(MediaStreamTrack):
@@ -33,33 +52,22 @@ class _PacedTrack(MediaStreamTrack):
         self._frames = self._container.decode(self._container.streams[0])
         self._clock_rate = clock_rate
         self._step = step
-        self._start: Optional[float] = None
-        self._pts = 0
+        self._pacer = Pacer()
+        self._pts: Optional[int] = None
 
     async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += self._step
-        wait = self._start + self._pts / self._clock_rate - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        frame = self._next_frame()
+        self._pts = 0 if self._pts is None else self._pts + self._step
+        await self._pacer.wait(self._pts / self._clock_rate)
+        frame = next(self._frames)
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, self._clock_rate)
         return frame
 
-    def _next_frame(self):
-        return next(self._frames)
-
     def stop(self) -> None:
         super().stop()
-        try:
-            self._container.close()
-        except Exception:
-            pass
+        self._container.close()
 
 
 class TestPatternTrack(_PacedTrack):
@@ -86,6 +94,77 @@ class ToneTrack(_PacedTrack):
             AUDIO_RATE,
             AUDIO_SAMPLES,
         )
+
+
+class FileTrack(MediaStreamTrack):
+    """One stream of a media file, looped for ever and paced on the wall clock.
+
+    With ``passthrough`` it yields the file's encoded packets (aiortc's
+    sender packetises them without encoding), otherwise decoded frames.
+    Timestamps keep growing across loops, so receivers see one continuous
+    stream.  No threads: demuxing a packet is a small read.
+    """
+
+    def __init__(self, path: str, kind: str, passthrough: bool) -> None:
+        super().__init__()
+        self.kind = kind
+        self._path = path
+        self._passthrough = passthrough
+        self._pacer = Pacer()
+        self._queue: collections.deque = collections.deque()
+        self._loop_offset = fractions.Fraction(0)  # media time of the previous loops
+        self._loop_end = fractions.Fraction(0)
+        self._first: Optional[fractions.Fraction] = None
+        self._open()
+
+    def _open(self) -> None:
+        self._container = av.open(self._path)
+        streams = self._container.streams.video if self.kind == "video" else self._container.streams.audio
+        self._stream = streams[0]
+        self._packets = self._container.demux(self._stream)
+
+    def _next_packet(self) -> av.Packet:
+        """The next packet with a timestamp, re-opening the file at its end."""
+        for _ in range(2):
+            for packet in self._packets:
+                if packet.size and packet.pts is not None:
+                    return packet
+            self._container.close()  # end of file: loop
+            self._loop_offset += self._loop_end
+            self._loop_end = fractions.Fraction(0)
+            self._open()
+        raise MediaStreamError(f"{self._path}: no {self.kind} packets")
+
+    def _fill(self) -> None:
+        while not self._queue:
+            packet = self._next_packet()
+            items = [packet] if self._passthrough else self._stream.codec_context.decode(packet)
+            for item in items:
+                if item.pts is None:
+                    continue
+                start = item.pts * item.time_base
+                if self._first is None:
+                    self._first = start
+                relative = start - self._first
+                duration = (getattr(item, "duration", None) or 0) * item.time_base
+                if not duration and self.kind == "audio" and not self._passthrough:
+                    duration = fractions.Fraction(item.samples, item.sample_rate)
+                self._loop_end = max(self._loop_end, relative + duration)
+                at = self._loop_offset + relative
+                item.pts = int(at / item.time_base)
+                self._queue.append((item, at))
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._fill()
+        item, at = self._queue.popleft()
+        await self._pacer.wait(float(at))
+        return item
+
+    def stop(self) -> None:
+        super().stop()
+        self._container.close()
 
 
 class CountingTrack(MediaStreamTrack):
@@ -127,30 +206,30 @@ class MediaSource:
                 self.audio = ToneTrack()
 
     def _open_file(self, path: str, want_audio: bool, want_video: bool) -> None:
-        """Publish a file; H.264 (Annex-B) or VP8 video is sent without re-encoding."""
+        """Publish a file, looped; H.264 (Annex-B) or VP8 video and Opus audio
+        are sent without re-encoding, anything else is decoded and re-encoded."""
         with av.open(path) as probe:
-            vstreams = probe.streams.video
-            astreams = probe.streams.audio
-            vcodec = vstreams[0].codec_context.name if vstreams else None
-            acodec = astreams[0].codec_context.name if astreams else None
-            fmt = probe.format.name
-        annexb = vcodec == "h264" and fmt in ("mpegts", "h264")
-        if want_video and (annexb or vcodec == "vp8"):
-            self.passthrough = True
-            self.video_codec = "H264" if vcodec == "h264" else "VP8"
-            player = MediaPlayer(path, decode=False, loop=True)
-            self.video = player.video
-            if want_audio and acodec == "opus":
-                self.audio = player.audio
-            elif want_audio and acodec:
-                self.audio = MediaPlayer(path, loop=True).audio
-            log.info("publishing %s without re-encoding (%s)", path, self.video_codec)
-        else:
-            player = MediaPlayer(path, loop=True)
-            self.video = player.video if want_video else None
-            self.audio = player.audio if want_audio else None
-        if want_video and self.video is None and want_audio and self.audio is None:
-            raise ValueError(f"--filesrc {path}: no audio or video stream")
+            vcodec = probe.streams.video[0].codec_context.name if probe.streams.video else None
+            acodec = probe.streams.audio[0].codec_context.name if probe.streams.audio else None
+            annexb = probe.format.name in ("mpegts", "h264")
+        if want_video and vcodec:
+            self.passthrough = (vcodec == "h264" and annexb) or vcodec == "vp8"
+            if self.passthrough:
+                self.video_codec = "H264" if vcodec == "h264" else "VP8"
+            self.video = FileTrack(path, "video", self.passthrough)
+        if want_audio and acodec:
+            self.audio = FileTrack(path, "audio", acodec == "opus")
+        if self.video is None and self.audio is None:
+            raise ValueError(f"--filesrc {path}: no audio or video stream to send")
+        log.info("publishing %s (video %s, audio %s)", path,
+                 f"{vcodec} as is" if self.passthrough else vcodec and f"{vcodec} re-encoded",
+                 acodec and (f"{acodec} as is" if acodec == "opus" else f"{acodec} re-encoded"))
+
+    def close(self) -> None:
+        """Stop the source tracks (at shutdown)."""
+        for track in (self.audio, self.video):
+            if track is not None:
+                track.stop()
 
     def tracks_for_viewer(self) -> list[CountingTrack]:
         """One counting proxy per source track for a new viewer."""

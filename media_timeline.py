@@ -15,6 +15,8 @@ from typing import Optional
 
 HALF = 1 << 31
 FULL = 1 << 32
+#: A timestamp this far behind the newest one is a discontinuity, not reordering.
+MAX_BACKWARD_JUMP_S = 1.0
 #: Sender reports that disagree more than this about when tracks started are not trusted.
 MAX_SR_DISAGREEMENT_S = 1.0
 
@@ -60,16 +62,31 @@ class TrackClock:
         self.sr_offset: Optional[float] = None
         self.arrival_offset: Optional[float] = None
         self.first: Optional[tuple[int, float]] = None  # (extended ts, arrival) of the first frame
+        self.last: Optional[int] = None
+        self.shift = 0  # added to timestamps after a backward jump
+        self.discontinuities = 0
 
     def on_sender_report(self, ntp_seconds: float, rtp_ts: int) -> None:
         """Record an NTP↔RTP pair; keeps the minimum offset seen."""
-        offset = ntp_seconds - self.extender.peek(rtp_ts) / self.clock_rate
+        offset = ntp_seconds - (self.extender.peek(rtp_ts) + self.shift) / self.clock_rate
         if self.sr_offset is None or offset < self.sr_offset:
             self.sr_offset = offset
 
     def on_frame(self, rtp_ts: int, arrival: float) -> int:
-        """Extend a frame's timestamp and keep the earliest-arrival anchor."""
-        ext = self.extender.extend(rtp_ts)
+        """Extend a frame's timestamp and keep the earliest-arrival anchor.
+
+        A jump back by more than ``MAX_BACKWARD_JUMP_S`` (a sender that
+        restarted its timestamps, a looping file) is a discontinuity: later
+        timestamps are shifted to continue one frame after the last one, so
+        the file's timeline never folds onto itself.
+        """
+        ext = self.extender.extend(rtp_ts) + self.shift
+        if self.last is not None and self.last - ext > MAX_BACKWARD_JUMP_S * self.clock_rate:
+            step = self.clock_rate // 50
+            self.shift += self.last + step - ext
+            ext = self.last + step
+            self.discontinuities += 1
+        self.last = ext if self.last is None else max(self.last, ext)
         if self.first is None:
             self.first = (ext, arrival)
         offset = arrival - ext / self.clock_rate

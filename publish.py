@@ -187,6 +187,8 @@ class WebRTCClient:
         await call_hook(self.pm, "shutdown", client=self)
         await asyncio.gather(*(s.close("shutdown") for s in list(self.sessions.values())), return_exceptions=True)
         await self.signaling.close()
+        if self.source is not None:
+            self.source.close()
         task.cancel()
         stopper.cancel()
         await asyncio.gather(task, stopper, return_exceptions=True)

@@ -29,7 +29,9 @@ from recording_muxer import PassthroughMuxer
 log = logging.getLogger("recorder")
 
 #: How long frames wait for every track's first RTCP sender report.
-SR_WAIT_S = 3.0
+SR_WAIT_S = 5.0
+#: How long frames wait for every negotiated track to deliver its first frame.
+TRACK_WAIT_S = 10.0
 #: Keyframe requests: at most one per this many seconds.
 PLI_INTERVAL_S = 1.0
 #: A connected stream with no media and no data-channel traffic for this long has
@@ -37,6 +39,7 @@ PLI_INTERVAL_S = 1.0
 #: expiry would otherwise take about 30 s.
 SILENT_PEER_S = 20.0
 MAX_PENDING_FRAMES = 2000
+SUPPORTED_CODECS = {"video": ("h264", "vp8", "vp9", "av1"), "audio": ("opus",)}
 
 
 class FrameWriter:
@@ -54,7 +57,7 @@ class FrameWriter:
         self._first_arrival: Optional[float] = None
         self._need_keyframe = True
         self._last_pli = 0.0
-        self.first_keyframe_wallclock: Optional[float] = None
+        self.first_frame_wallclock: Optional[float] = None  # when the file started
         self.last_frame = time.monotonic()
         self.dropped_frames = 0
         self.closed = False
@@ -76,7 +79,12 @@ class FrameWriter:
         self.last_frame = time.monotonic()
         now = time.time()
         self.codecs.setdefault(kind, codec)
-        ext = self.timeline.track(kind).on_frame(rtp_ts, now)
+        clock = self.timeline.track(kind)
+        jumps = clock.discontinuities
+        ext = clock.on_frame(rtp_ts, now)
+        if clock.discontinuities != jumps:
+            log.warning("%s: %s timestamps jumped backwards: continuing the timeline after the last frame",
+                        os.path.basename(self.path_without_ext), kind)
         if self._first_arrival is None:
             self._first_arrival = now
         if kind == "video" and self.muxer is None and self._need_keyframe and not bitstream.is_keyframe(codec, data):
@@ -104,11 +112,17 @@ class FrameWriter:
     def _maybe_flush(self) -> None:
         if self.timeline.use_sender_reports is not None or self._first_arrival is None:
             return
+        waited = time.time() - self._first_arrival
         have_all = bool(self.kinds) and all(k in self.codecs for k in self.kinds)
-        single = have_all and len(self.kinds) == 1  # nothing to align: no need to wait
-        if not single and not (have_all and self.timeline.have_all_reports(self.kinds)):
-            if time.time() - self._first_arrival < SR_WAIT_S:
-                return
+        if not have_all and waited < TRACK_WAIT_S:
+            return  # a negotiated track has not delivered yet
+        aligned = len(self.codecs) == 1 or self.timeline.have_all_reports(self.codecs)
+        if not aligned and waited < SR_WAIT_S:
+            return
+        missing = self.kinds - set(self.codecs)
+        if missing:
+            log.warning("%s: no %s arrived within %.0f s: recording without it",
+                        os.path.basename(self.path_without_ext), "/".join(sorted(missing)), TRACK_WAIT_S)
         self.timeline.freeze(self.codecs.keys())
         name = os.path.basename(self.path_without_ext)
         if self.timeline.sender_reports_rejected:
@@ -121,7 +135,14 @@ class FrameWriter:
             self._write(kind, data, ext)
 
     def _open_muxer(self) -> None:
-        self.muxer = PassthroughMuxer(self.path_without_ext, self.codecs.get("video"), self.codecs.get("audio"))
+        codecs = {}
+        for kind, codec in self.codecs.items():
+            if codec in SUPPORTED_CODECS[kind]:
+                codecs[kind] = codec
+            else:
+                log.warning("%s: %s codec %s cannot be recorded without transcoding: left out",
+                            os.path.basename(self.path_without_ext), kind, codec)
+        self.muxer = PassthroughMuxer(self.path_without_ext, codecs.get("video"), codecs.get("audio"))
 
     def _write(self, kind: str, data: bytes, ext: int) -> None:
         if self.muxer is None:
@@ -129,8 +150,14 @@ class FrameWriter:
         pts = self.timeline.to_us(kind, ext)
         if kind == "audio":
             self.muxer.write_audio(data, pts)
-            return
-        codec = self.codecs["video"]
+        elif self.muxer.video_codec is not None:
+            self._write_video(self.muxer.video_codec, data, pts)
+        if self.first_frame_wallclock is None and self.muxer.stats.started:
+            self.first_frame_wallclock = time.time()
+            self._on_open(self.muxer.path)
+
+    def _write_video(self, codec: str, data: bytes, pts: int) -> None:
+        """Keyframe gating: after a broken frame, nothing until the next keyframe."""
         if not bitstream.is_valid(codec, data):
             self.dropped_frames += 1
             self._need_keyframe = True
@@ -140,9 +167,6 @@ class FrameWriter:
         if self._need_keyframe and not keyframe:
             self.dropped_frames += 1
             return
-        if keyframe and self.first_keyframe_wallclock is None:
-            self.first_keyframe_wallclock = time.time()
-            self._on_open(self.muxer.path)
         self._need_keyframe = False
         self.muxer.write_video(data, pts, keyframe)
 
@@ -156,10 +180,7 @@ class FrameWriter:
             self._maybe_flush()
         if self.muxer is None:
             return None
-        stats = self.muxer.close()
-        if self.first_keyframe_wallclock is None and stats is not None and getattr(stats, "started", False):
-            self.first_keyframe_wallclock = time.time()  # audio-only
-        return stats
+        return self.muxer.close()
 
 
 class _TrackSink:

@@ -53,6 +53,8 @@ READY = {
     "per-process": r"^recording (\S+) -> ",
     "decode": r"^decoding (\S+) ",
 }
+SATURATED_PCT = 90  # machine-wide busy share that we call saturated
+
 LABEL = {"ours": "ours", "per-process": "per-process", "decode": "decode*"}
 
 ALL_PROCS: list["Proc"] = []
@@ -498,18 +500,48 @@ class Bench:
                 missing = [s for s in streams if got[s]["files"] == 0]
                 if missing:
                     res["notes"].append(f"no file for: {', '.join(missing)}")
-            if res["machine_busy_pct"] >= 90:
+            if round(res["machine_busy_pct"]) >= SATURATED_PCT:
                 res["notes"].append(f"machine saturated during the window ({res['machine_busy_pct']}% of all cores busy)")
             for p in recs:
                 err = p.err_path.read_text(errors="replace") if p.err_path.exists() else ""
-                bad = [ln for ln in err.splitlines() if " ERROR " in ln or "Traceback" in ln]
-                if bad:
-                    res["notes"].append(f"{p.name} stderr: {len(bad)} error line(s), first: {bad[0][:200]}")
+                problems = stderr_problems(err)
+                if problems:
+                    res["notes"].append(f"{p.name} stderr: {len(problems)} error(s), first: {problems[0][:300]}")
+            pub_problems = {}
+            for p in pubs:
+                err = p.err_path.read_text(errors="replace") if p.err_path.exists() else ""
+                for problem in stderr_problems(err):
+                    key = re.sub(r"^\d{4}-\d\d-\d\d \S+ ", "", problem)[:300]  # without the timestamp
+                    pub_problems[key] = pub_problems.get(key, 0) + 1
+            for problem, n in pub_problems.items():
+                res["notes"].append(f"publishers' stderr ({n} of {k}): {problem}")
         except Exception as exc:  # noqa: BLE001 - report and go on with the next configuration
             res["error"] = f"{type(exc).__name__}: {exc}"
         finally:
             await stop_all(recs + pubs, 10.0)
         return res
+
+
+def stderr_problems(text: str) -> list[str]:
+    """ERROR log lines and tracebacks, each with the exception that ended it."""
+    lines = text.splitlines()
+    out: list[str] = []
+    used: set[int] = set()
+    for i, line in enumerate(lines):
+        if not line.startswith("Traceback"):
+            continue
+        j = i + 1
+        while j < len(lines) and (lines[j].startswith((" ", "\t")) or not lines[j].strip()):
+            j += 1
+        exc = lines[j].strip() if j < len(lines) else "?"
+        head = ""
+        for back in range(i - 1, max(-1, i - 4), -1):
+            if " ERROR " in lines[back] or lines[back].startswith("Exception in"):
+                head, _ = lines[back].strip(), used.add(back)
+                break
+        out.append(f"{head} -> {exc}" if head else exc)
+    out += [ln.strip() for i, ln in enumerate(lines) if " ERROR " in ln and i not in used]
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -557,12 +589,14 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
     log("CPU = utime+stime of the recorder process(es) in the window; core/stream = CPU-seconds per stream-second")
     log("RSS = sum of VmRSS at the end of the window (peak: sum of VmHWM); PSS counts shared pages once")
     log("video/audio % = frames in the recorded files (manifest) / frames the publishers sent (STATS)")
-    log("shutdown = SIGINT to exit of the recorder (slowest process); machine = all CPUs busy in the window")
+    log("shutdown = SIGINT to exit of the recorder (slowest process); ready = recorder start to every file open;")
+    log("start CPU = recorder CPU spent until ready (imports, negotiation); pub cores = all publishers together;")
+    log("machine = share of all CPUs busy in the window; others = cores used by processes outside this benchmark")
     log("decode* = aiortc's own receive+decode path, frames discarded, no file: not a recorder, the floor of transcoding")
     log("")
     hdr = (f"{'K':>2} {'config':<11} {'core/stream':>11} {'cores':>6} {'RSS MB':>7} {'peak MB':>7} {'PSS MB':>7} "
            f"{'video %':>8} {'audio %':>8} {'drop':>5} {'shutdown s':>10} {'ready s':>7} {'start CPU s':>11} "
-           f"{'pub cores':>9} {'machine':>8}")
+           f"{'pub cores':>9} {'machine':>8} {'others':>6}")
     log(hdr)
     log("-" * len(hdr))
     for r in results:
@@ -572,7 +606,7 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
         log(f"{r['k']:>2} {LABEL[r['config']]:<11} {r['cpu_per_stream_s']:>11.4f} {r['rec_cores']:>6.3f} "
             f"{r['rss_mb']:>7.0f} {r['hwm_mb']:>7.0f} {r['pss_mb']:>7.0f} {fmt(r['video_pct'], '.1f'):>8} "
             f"{fmt(r['audio_pct'], '.1f'):>8} {r['dropped']:>5} {r['shutdown_max_s']:>10.2f} {r['ready_s']:>7.1f} "
-            f"{r['startup_cpu_s']:>11.1f} {r['pub_cores']:>9.2f} {r['machine_busy_pct']:>7.0f}%")
+            f"{r['startup_cpu_s']:>11.1f} {r['pub_cores']:>9.2f} {r['machine_busy_pct']:>7.0f}% {r['other_load_cores']:>6.2f}")
     log("")
     log("Ratios per K (per-process / ours; decode* / ours):")
     ks = sorted({r["k"] for r in ok})
@@ -589,16 +623,16 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
             parts.append(f"decode*/ours CPU {fmt(ratio(dec['rec_cpu_s'], ours['rec_cpu_s']), '.2f')}x")
         log(f"  K={k}: " + ("; ".join(parts) if parts else "(not enough configurations succeeded)"))
     log("")
-    notes = [(r, n) for r in results for n in r.get("notes", [])]
-    sat = [r for r in ok if r["machine_busy_pct"] >= 90]
+    notes = [(r, n) for r in results for n in r.get("notes", []) if not n.startswith("machine saturated")]
+    sat = [r for r in ok if round(r["machine_busy_pct"]) >= SATURATED_PCT]
     if sat:
-        log("SATURATION: the machine was >= 90% busy during: " + ", ".join(
+        log(f"SATURATION: the machine was >= {SATURATED_PCT}% busy during: " + ", ".join(
             f"K={r['k']} {LABEL[r['config']]} ({r['machine_busy_pct']:.0f}%, of which others "
             f"{r['other_load_cores']:.2f} cores)" for r in sat))
-        log("  frames lost and CPU figures in those rows are affected (the machine is shared: 'others' is load "
-            "from processes outside this benchmark)")
+        log("  those rows are not comparable: starved processes lose frames and can show LESS CPU per stream "
+            "(packets read in batches, fewer packets); 'others' = load from processes outside this benchmark")
     else:
-        log("No configuration saturated the machine (all < 90% busy).")
+        log(f"No configuration saturated the machine (all < {SATURATED_PCT}% busy).")
     if notes:
         log("Notes:")
         for r, n in notes:

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PAGE_DIR = Path(__file__).resolve().parent / "browser"
+CLOSE_TIMEOUT_S = 15.0
 
 CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
@@ -200,15 +201,18 @@ class BrowserPublisher:
         return self.final_stats
 
     async def close(self) -> None:
-        try:
-            if self.final_stats is None and not self.page.is_closed():
-                await self.stop()
-        except Exception as exc:  # the page may already be gone
-            print(f"[{self.name}] stop failed: {exc}", flush=True)
-        try:
-            await self.page.close(run_before_unload=True)
-        finally:
-            await self.context.close()
+        if self.final_stats is None and not self.page.is_closed():
+            await bounded(self.stop(), f"[{self.name}] stop")
+        await bounded(self.page.close(run_before_unload=True), f"[{self.name}] page close")
+        await bounded(self.context.close(), f"[{self.name}] context close")
+
+
+async def bounded(coro, what: str, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Await a clean-up step with a time limit; report, never raise."""
+    try:
+        await asyncio.wait_for(coro, timeout)
+    except Exception as exc:  # includes the time-out
+        print(f"{what} failed: {exc!r}", flush=True)
 
 
 class BrowserHarness:
@@ -270,17 +274,17 @@ class BrowserHarness:
         return pub
 
     async def close(self) -> None:
+        """Close pages, the browser and Playwright; every step is bounded, so a
+        wedged browser cannot hang the test run (stopping Playwright's driver
+        kills the browsers it launched)."""
         for pub in self.publishers:
-            try:
-                await pub.close()
-            except Exception as exc:
-                print(f"[{pub.name}] close failed: {exc}", flush=True)
+            await pub.close()
         self.publishers.clear()
         if self.browser is not None:
-            await self.browser.close()
+            await bounded(self.browser.close(), "browser close")
             self.browser = None
         if self._playwright is not None:
-            await self._playwright.stop()
+            await bounded(self._playwright.stop(), "playwright stop")
             self._playwright = None
         if self.server is not None:
             self.server.stop()

@@ -187,3 +187,36 @@ async def test_tls_failure_and_server_alert_are_reported(tmp_path):
     finally:
         for proc in (tls, twin, first, server):
             assert await proc.stop() == 0
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+async def test_filesrc_loops_without_reencoding(tmp_path, codec):
+    """A 2 s file published for longer loops at real time, sent as is."""
+    import media_helpers as mh
+    from file_checks import check_file
+    from procs import Scene, load_manifest
+    from recording_muxer import PassthroughMuxer
+
+    muxer = PassthroughMuxer(str(tmp_path / "clip"), codec, "opus")
+    for kind, packet in mh.interleave(mh.encode_video(codec, 30, fps=15, gop=15), mh.encode_opus(100)):
+        if kind == "video":
+            muxer.write_video(packet.data, packet.pts_us, packet.is_key)
+        else:
+            muxer.write_audio(packet.data, packet.pts_us)
+    muxer.close()
+    async with Scene(tmp_path) as scene:
+        recorder = await scene.recorder("r")
+        publisher = await scene.publisher("r", "clip", "--filesrc", muxer.path)
+        await recorder.wait_for(r"^recording clip -> ", timeout=40)
+        started = asyncio.get_running_loop().time()
+        await asyncio.sleep(5)  # more than two loops of the clip
+        assert await publisher.stop() == 0
+        elapsed = asyncio.get_running_loop().time() - started
+        await recorder.wait_for(r"^finished clip ", timeout=20)
+    assert "without re-encoding" in publisher.stderr() or "as is" in publisher.stderr()
+    assert "Traceback" not in publisher.stderr()
+    (entry,) = load_manifest(tmp_path / "rec")["streams"]
+    report = check_file(entry["file"])
+    assert report.video_codec == codec and report.audio_codec == "opus" and report.decode_errors == 0
+    assert 15 * (elapsed - 1.5) <= report.video_frames <= 15 * (elapsed + 1.5), (report.video_frames, elapsed)
+    assert entry["duration_s"] == pytest.approx(report.video_frames / 15, abs=1.0)
