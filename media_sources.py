@@ -1,5 +1,12 @@
 """What a publisher sends: a synthetic test pattern and tone, or a media file.
 
+The test pattern and tone carry lip-sync markers: once per second of the
+wall clock a white block flashes in the video's top-left corner for one
+frame and the audio beeps (1 kHz, 80 ms, louder than the tone).  Both
+tracks derive the markers from one wall clock (a frame's or a sample's
+nominal capture time), not from their own start, so a flash and its beep
+mark the same instant however the two tracks are paced.
+
 ``MediaSource`` builds the source tracks once per process and hands every
 viewer its own counting proxy (through aiortc's ``MediaRelay``), so frames
 are produced once however many viewers there are and each viewer's sent
@@ -8,10 +15,12 @@ frames can be reported.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import fractions
 import logging
+import math
 import time
 from typing import Optional
 
@@ -25,45 +34,143 @@ AUDIO_RATE = 48000
 AUDIO_SAMPLES = 960  # 20 ms
 
 
+#: Wall clock minus monotonic clock, fixed once per process: every track maps
+#: its monotonic pacing to the same wall clock, so the markers of all tracks
+#: agree even if the system clock is stepped while they run.
+_WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
+
+
+def wall_clock(monotonic_time: float) -> float:
+    """The process's wall-clock time (seconds since the epoch) for a ``time.monotonic()`` value."""
+    return monotonic_time + _WALL_MINUS_MONOTONIC
+
+
 class Pacer:
-    """Releases media on the wall clock; after a stall it re-anchors instead of bursting."""
+    """Releases media on the wall clock; after a stall it re-anchors instead of bursting.
+
+    With a ``grid`` (seconds), release times are aligned to whole multiples
+    of it on the wall clock (the first release waits up to one grid step),
+    so a video track's frames fall exactly on whole seconds.
+    """
 
     MAX_LAG_S = 0.5
 
-    def __init__(self) -> None:
+    def __init__(self, grid: Optional[fractions.Fraction] = None) -> None:
         self._origin: Optional[float] = None
+        self._grid = grid
 
-    async def wait(self, media_seconds: float) -> None:
-        """Sleep until ``media_seconds`` after the start (re-anchored when far behind)."""
+    async def wait(self, media_seconds: float) -> float:
+        """Sleep until ``media_seconds`` after the start (re-anchored when far behind).
+
+        Returns the nominal release time (``time.monotonic()`` clock): the
+        capture time of that media, whatever the event loop's lateness.
+        """
         now = time.monotonic()
         if self._origin is None or now - (self._origin + media_seconds) > self.MAX_LAG_S:
             self._origin = now - media_seconds
-        delay = self._origin + media_seconds - now
+            if self._grid:
+                wall = wall_clock(now)
+                self._origin += math.ceil(wall / self._grid) * self._grid - wall
+        release = self._origin + media_seconds
+        delay = release - now
         if delay > 0:
             await asyncio.sleep(delay)
+        return release
+
+
+# ---------------------------------------------------------------- sync markers
+
+#: The beep: frequency, length, peak (s16) and fade in/out.  The tone peaks at 4095.
+MARKER_BEEP_HZ = 1000
+MARKER_BEEP_S = 0.08
+MARKER_BEEP_PEAK = 16000
+MARKER_BEEP_FADE_S = 0.002
+#: The flash: Y (video range white) over the top-left quarter-width, quarter-height block.
+MARKER_FLASH_LUMA = 235
+
+
+def marker_block(width: int, height: int) -> tuple[int, int]:
+    """Size (even width, even height) of the top-left block that flashes."""
+    return max(2, width // 4 & ~1), max(2, height // 4 & ~1)
+
+
+def is_flash_frame(wall: float, interval: float) -> bool:
+    """True when the frame captured at ``wall`` is the one nearest a whole second.
+
+    Exactly one frame per second for frames ``interval`` apart (half-open window).
+    """
+    return -interval / 2 <= wall - round(wall) < interval / 2
+
+
+def beep_span(wall: float, samples: int, rate: int) -> Optional[tuple[int, int, int]]:
+    """Where the beep falls in an audio frame whose first sample is captured at ``wall``.
+
+    The beep occupies the samples captured in ``[k, k + MARKER_BEEP_S)`` for
+    every whole second ``k``.  Returns ``(frame_index, beep_index, count)``
+    or None when the frame holds none of it.
+    """
+    beep_len = round(MARKER_BEEP_S * rate)
+    second = math.floor(wall + samples / rate)  # the only beep that can reach this frame
+    start = math.ceil((second - wall) * rate - 1e-6)  # frame index of the beep's first sample
+    first, last = max(0, start), min(samples, start + beep_len)
+    if first >= last:
+        return None
+    return first, first - start, last - first
+
+
+def beep_samples(rate: int) -> array.array:
+    """The beep marker as s16 samples (with its fade in and out)."""
+    n = round(MARKER_BEEP_S * rate)
+    fade = max(1, round(MARKER_BEEP_FADE_S * rate))
+    out = array.array("h", bytes(2 * n))
+    for i in range(n):
+        gain = min(1.0, (i + 1) / fade, (n - i) / fade)
+        out[i] = round(MARKER_BEEP_PEAK * gain * math.sin(2 * math.pi * MARKER_BEEP_HZ * i / rate))
+    return out
+
+
+def _unforce_keyframe(frame) -> None:
+    """Clear a source frame's picture type: lavfi and decoders mark frames ``I``,
+    and aiortc's VP8 encoder passes that on, which makes every frame a keyframe."""
+    if isinstance(frame, av.VideoFrame):
+        frame.pict_type = av.video.frame.PictureType.NONE
 
 
 class _PacedTrack(MediaStreamTrack):
     """A live track that paces frames on the wall clock from a lavfi source."""
 
-    def __init__(self, graph: str, clock_rate: int, step: int) -> None:
+    def __init__(self, graph: str, clock_rate: int, step: int, pacer: Optional[Pacer] = None) -> None:
         super().__init__()
         self._container = av.open(graph, format="lavfi")
         self._frames = self._container.decode(self._container.streams[0])
         self._clock_rate = clock_rate
         self._step = step
-        self._pacer = Pacer()
+        self._pacer = pacer or Pacer()
         self._pts: Optional[int] = None
+        self._wall_origin: Optional[float] = None  # wall-clock capture time of pts 0
+
+    def wall_time(self, pts: int) -> float:
+        """Wall-clock capture time of the frame with ``pts`` (as last paced)."""
+        return self._wall_origin + pts / self._clock_rate
 
     async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
         self._pts = 0 if self._pts is None else self._pts + self._step
-        await self._pacer.wait(self._pts / self._clock_rate)
+        media_seconds = self._pts / self._clock_rate
+        release = await self._pacer.wait(media_seconds)
+        if self.readyState != "live":  # stopped while waiting: the container is closed
+            raise MediaStreamError
+        self._wall_origin = wall_clock(release) - media_seconds
         frame = next(self._frames)
+        _unforce_keyframe(frame)
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, self._clock_rate)
+        self._mark(frame, wall_clock(release))
         return frame
+
+    def _mark(self, frame, wall: float) -> None:
+        """Add the sync marker to a frame captured at ``wall`` (if it has one)."""
 
     def stop(self) -> None:
         super().stop()
@@ -71,29 +178,66 @@ class _PacedTrack(MediaStreamTrack):
 
 
 class TestPatternTrack(_PacedTrack):
-    """A moving colour pattern with a running time counter (FFmpeg ``testsrc``)."""
+    """A moving colour pattern with a running time counter (FFmpeg ``testsrc``).
+
+    With ``markers``, frames fall on a wall-clock grid and the frame at each
+    whole second gets a white top-left block (the lip-sync flash).
+    """
 
     kind = "video"
 
-    def __init__(self, width: int = 640, height: int = 360, fps: float = 30) -> None:
+    def __init__(self, width: int = 640, height: int = 360, fps: float = 30, markers: bool = True) -> None:
         rate = fractions.Fraction(fps).limit_denominator(1001)
+        step = int(90000 / fps)
+        interval = fractions.Fraction(step, 90000)
         super().__init__(
-            f"testsrc=size={width}x{height}:rate={rate},format=yuv420p", 90000, int(90000 / fps)
+            f"testsrc=size={width}x{height}:rate={rate},format=yuv420p", 90000, step,
+            Pacer(grid=interval if markers else None),
         )
+        self._markers = markers
+        self._interval = float(interval)
+
+    def _mark(self, frame, wall: float) -> None:
+        if not self._markers or not is_flash_frame(wall, self._interval):
+            return
+        frame.make_writable()  # copies only if the filter graph still holds the buffer
+        block_w, block_h = marker_block(frame.width, frame.height)
+        chroma = (block_w // 2, block_h // 2, 128)  # neutral: white, not tinted
+        for index, (w, h, value) in enumerate(((block_w, block_h, MARKER_FLASH_LUMA), chroma, chroma)):
+            plane = frame.planes[index]
+            view, stride, row = memoryview(plane), plane.line_size, bytes([value]) * w
+            for y in range(h):
+                view[y * stride:y * stride + w] = row
 
 
 class ToneTrack(_PacedTrack):
-    """A 440 Hz sine tone in 20 ms frames at 48 kHz."""
+    """A 440 Hz sine tone in 20 ms frames at 48 kHz.
+
+    With ``markers``, the samples captured in the first 80 ms of every
+    wall-clock second are a louder 1 kHz beep (the lip-sync marker).
+    """
 
     kind = "audio"
 
-    def __init__(self, frequency: int = 440) -> None:
+    def __init__(self, frequency: int = 440, markers: bool = True) -> None:
         super().__init__(
             f"sine=frequency={frequency}:sample_rate={AUDIO_RATE},aformat=sample_fmts=s16:channel_layouts=mono,"
             f"asetnsamples=n={AUDIO_SAMPLES}",
             AUDIO_RATE,
             AUDIO_SAMPLES,
         )
+        self._beep = beep_samples(AUDIO_RATE) if markers else None
+
+    def _mark(self, frame, wall: float) -> None:
+        if self._beep is None:
+            return
+        span = beep_span(wall, frame.samples, AUDIO_RATE)
+        if span is None:
+            return
+        at, beep_at, count = span
+        frame.make_writable()
+        samples = memoryview(frame.planes[0]).cast("h")
+        samples[at:at + count] = self._beep[beep_at:beep_at + count]
 
 
 class FileTrack(MediaStreamTrack):
@@ -142,6 +286,7 @@ class FileTrack(MediaStreamTrack):
             for item in items:
                 if item.pts is None:
                     continue
+                _unforce_keyframe(item)
                 start = item.pts * item.time_base
                 if self._first is None:
                     self._first = start
@@ -160,6 +305,8 @@ class FileTrack(MediaStreamTrack):
         self._fill()
         item, at = self._queue.popleft()
         await self._pacer.wait(float(at))
+        if self.readyState != "live":  # stopped while waiting
+            raise MediaStreamError
         return item
 
     def stop(self) -> None:

@@ -60,6 +60,7 @@ class TrackClock:
         self.clock_rate = clock_rate
         self.extender = RtpExtender()
         self.sr_offset: Optional[float] = None
+        self.reports = 0
         self.arrival_offset: Optional[float] = None
         self.first: Optional[tuple[int, float]] = None  # (extended ts, arrival) of the first frame
         self.last: Optional[int] = None
@@ -69,6 +70,7 @@ class TrackClock:
     def on_sender_report(self, ntp_seconds: float, rtp_ts: int) -> None:
         """Record an NTP↔RTP pair; keeps the minimum offset seen."""
         offset = ntp_seconds - (self.extender.peek(rtp_ts) + self.shift) / self.clock_rate
+        self.reports += 1
         if self.sr_offset is None or offset < self.sr_offset:
             self.sr_offset = offset
 
@@ -113,9 +115,9 @@ class StreamTimeline:
             self.tracks[kind] = TrackClock(self.CLOCK_RATES[kind])
         return self.tracks[kind]
 
-    def have_all_reports(self, kinds) -> bool:
-        """True when every track in ``kinds`` has had a sender report."""
-        return all(k in self.tracks and self.tracks[k].sr_offset is not None for k in kinds)
+    def have_all_reports(self, kinds, count: int = 1) -> bool:
+        """True when every track in ``kinds`` has had ``count`` sender reports."""
+        return all(k in self.tracks and self.tracks[k].reports >= count for k in kinds)
 
     def freeze(self, kinds) -> None:
         """Fix the anchors: sender reports if every track has a consistent one, else arrival times.

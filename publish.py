@@ -22,8 +22,10 @@ import sys
 from typing import Any, Optional
 
 import vdo_protocol as vp
+from media_sources import MediaSource
 from peer_common import rtc_configuration
 from plugins import AUTOLOAD_ENV, call_first, call_hook, make_plugin_manager
+from publisher_session import PublisherSession
 from signaling import SignalingConnection
 
 log = logging.getLogger("publish")
@@ -144,8 +146,6 @@ class WebRTCClient:
                 log.debug("message for unknown session %s from %s", msg.get("session"), peer)
 
     async def _start_session(self, viewer: str) -> None:
-        from publisher_session import PublisherSession
-
         for old in [s for key, s in self.sessions.items() if key[0] == viewer]:
             await old.close("replaced")  # a viewer asking again starts over: one session each
 
@@ -164,8 +164,6 @@ class WebRTCClient:
 
     def setup_publishing(self) -> None:
         """Prepare the media source and stream id (called when publishing)."""
-        from media_sources import MediaSource
-
         configure_encoder_bitrate(self.args.bitrate)
         self.source = MediaSource(self.args)
         self.stream_wire = self.identity.wire_stream_id(self.args.streamid or vp.random_id(8))

@@ -28,8 +28,9 @@ from recording_muxer import PassthroughMuxer
 
 log = logging.getLogger("recorder")
 
-#: How long frames wait for every track's first RTCP sender report.
+#: How long frames wait for ``SR_WANTED`` RTCP sender reports on every track.
 SR_WAIT_S = 5.0
+SR_WANTED = 3
 #: How long frames wait for every negotiated track to deliver its first frame.
 TRACK_WAIT_S = 10.0
 #: Keyframe requests: at most one per this many seconds.
@@ -116,7 +117,8 @@ class FrameWriter:
         have_all = bool(self.kinds) and all(k in self.codecs for k in self.kinds)
         if not have_all and waited < TRACK_WAIT_S:
             return  # a negotiated track has not delivered yet
-        aligned = len(self.codecs) == 1 or self.timeline.have_all_reports(self.codecs)
+        # the offset is a minimum over reports: wait for a few (one late report skews it)
+        aligned = len(self.codecs) == 1 or self.timeline.have_all_reports(self.codecs, SR_WANTED)
         if not aligned and waited < SR_WAIT_S:
             return
         missing = self.kinds - set(self.codecs)

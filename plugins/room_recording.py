@@ -14,6 +14,10 @@ import asyncio
 import logging
 import os
 
+import passthrough
+from multi_peer_client import MultiPeerClient
+from status_display import print_summary, run_status
+
 from . import hookimpl
 
 log = logging.getLogger("room_recording")
@@ -40,11 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def configure(args: argparse.Namespace, client) -> None:
     if not (args.record_room or args.record):
         return
-    from multi_peer_client import MultiPeerClient
-    from status_display import run_status
-
-    import passthrough
-
     if args.record_room and not args.room:
         raise SystemExit("publish.py: --record-room needs --room")
     os.makedirs(args.record_dir, exist_ok=True)
@@ -82,8 +81,6 @@ async def shutdown(client) -> None:
     mpc = getattr(client, "room_recorder", None)
     if mpc is None:
         return
-    from status_display import print_summary
-
     task = getattr(client, "status_task", None)
     if task is not None:
         task.cancel()

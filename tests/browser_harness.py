@@ -257,12 +257,20 @@ class BrowserHarness:
         width: int = 640,
         height: int = 360,
         wait: bool = True,
+        honor_prefer: bool = True,
         **extra: Any,
     ) -> BrowserPublisher:
-        """Open a publisher page; with ``wait`` return once it joined the room."""
+        """Open a publisher page; with ``wait`` return once it joined the room.
+
+        ``honor_prefer=False`` makes the page ignore the viewer's
+        ``preferVideoCodec`` (and ``codec``) and offer Chromium's default codec
+        order, so only the viewer's answer order can choose the codec.  Other
+        keyword arguments become query parameters of the page."""
         query = {"ws": ws_url, "room": room, "streamid": streamid, "codec": codec, "width": width, "height": height}
         if password is not None:
             query["password"] = password
+        if not honor_prefer:
+            query["honorprefer"] = "0"
         query.update({k: v for k, v in extra.items() if v is not None})
         context = await self.browser.new_context()
         page = await context.new_page()

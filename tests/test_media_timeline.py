@@ -67,7 +67,7 @@ def test_audio_and_video_align_through_sender_reports():
 def test_without_reports_arrival_anchors_are_used():
     timeline = StreamTimeline()
     _feed(timeline, "video", 90000, 5000, 50.0, lambda w: w, 10, 3000, delay=0.0)
-    timeline.tracks["video"].sr_offset = None
+    timeline.tracks["video"].sr_offset, timeline.tracks["video"].reports = None, 0
     timeline.track("audio").on_frame(777, arrival=50.02)
     timeline.freeze(["audio", "video"])
     assert timeline.use_sender_reports is False

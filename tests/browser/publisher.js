@@ -12,6 +12,9 @@
 //  * when the viewer's media request arrives on the data channel, adds audio and video
 //    (codec preferences: `preferVideoCodec`, else the `codec` parameter, first) and
 //    renegotiates over the data channel; later candidates go over the data channel;
+//    with `honorprefer=0` it ignores `preferVideoCodec` and the `codec` parameter and
+//    offers Chromium's default codec order (VP8 first), like a publisher that knows no
+//    codec preferences: then only the viewer's answer order can pick another codec;
 //  * answers pings, pings itself, handles `bye`, sends `bye` on stop/unload;
 //  * encrypts description/candidates/candidate with AES-256-CBC when a password is set.
 // Test hooks: window.publisherState, window.publisherInfo, window.publisherStats(),
@@ -37,6 +40,8 @@
     framerate: parseInt(params.get("framerate") || "30", 10),
     onjoin: params.get("onjoin") || "seed", // relay newcomer: "seed" (Raspberry-Ninja-like) or "offer" (unsolicited)
     trace: params.get("trace") === "1", // record when audio and video start leaving
+    // "0": ignore the viewer's preferVideoCodec (and `codec`); offer the browser's default order.
+    honorprefer: !["0", "false", "off", "no"].includes((params.get("honorprefer") || "1").toLowerCase()),
   };
 
   const info = {
@@ -44,6 +49,7 @@
     streamWire: null,
     roomWire: null,
     codec: cfg.codec,
+    honorprefer: cfg.honorprefer,
     password: cfg.password !== null,
     encryptedIn: 0, // received messages whose description/candidates were encrypted
     plainIn: 0, // ... and those that were not
@@ -276,6 +282,9 @@
       this.videoSender = null;
       this.audioSender = null;
       this.negotiatedVideo = null;
+      this.mediaRequest = null; // the viewer's media request, as received
+      this.offerVideo = null; // m=video of our media offer: {mline, codecs: ["PT name/clock fmtp", ...]}
+      this.answerVideo = null; // ... and of the viewer's answer to it
       this.pc.onicecandidate = (e) => this.onLocalCandidate(e.candidate);
       this.pc.onconnectionstatechange = () => {
         const st = this.pc.connectionState;
@@ -365,6 +374,7 @@
         this.media = true;
         if (cfg.trace) this.traceStart();
         this.negotiatedVideo = negotiatedVideoCodec(desc.sdp);
+        this.answerVideo = videoSection(desc.sdp);
         log("session", this.id, "media negotiated, video", JSON.stringify(this.negotiatedVideo));
       }
       updateState();
@@ -416,7 +426,9 @@
       this.mediaRequested = true;
       const wantAudio = req.audio !== false;
       const wantVideo = req.video !== false;
-      const codec = (req.preferVideoCodec || cfg.codec || "").toLowerCase();
+      this.mediaRequest = req;
+      // honorprefer=0: no codec preferences at all (the browser's default order).
+      const codec = cfg.honorprefer ? (req.preferVideoCodec || cfg.codec || "").toLowerCase() : "";
       log("session", this.id, "media request", JSON.stringify(req));
       if (wantAudio) {
         for (const track of localStream.getAudioTracks()) this.audioSender = this.pc.addTrack(track, localStream);
@@ -432,6 +444,7 @@
       // Renegotiation offer over the data channel; the answer comes back on it too.
       const offer = await this.pc.createOffer();
       await this.pc.setLocalDescription(offer);
+      this.offerVideo = videoSection(this.pc.localDescription.sdp);
       this.dcSend({ description: { type: this.pc.localDescription.type, sdp: this.pc.localDescription.sdp }, session: this.id });
     }
 
@@ -479,6 +492,9 @@
         connectionState: this.pc.connectionState,
         media: this.media,
         negotiatedVideo: this.negotiatedVideo,
+        mediaRequest: this.mediaRequest,
+        offerVideo: this.offerVideo,
+        answerVideo: this.answerVideo,
         pings: this.pings,
         pongs: this.pongs,
         trace: this.trace || null,
@@ -562,6 +578,26 @@
       if (line.startsWith("a=fmtp:" + pt + " ")) result.fmtp = line.slice(("a=fmtp:" + pt + " ").length);
     }
     return pt === null ? null : result;
+  }
+
+  // The first m=video section of an SDP: its m= line and its payload types in order,
+  // each as "PT name/clock[ fmtp]" (RTX/RED/ULPFEC included, as listed).
+  function videoSection(sdp) {
+    const lines = sdp.split(/\r?\n/);
+    const start = lines.findIndex((l) => l.startsWith("m=video"));
+    if (start < 0) return null;
+    let end = lines.findIndex((l, i) => i > start && l.startsWith("m="));
+    if (end < 0) end = lines.length;
+    const section = lines.slice(start, end);
+    const attr = (prefix, pt) => {
+      const line = section.find((l) => l.startsWith(prefix + pt + " "));
+      return line ? line.slice((prefix + pt + " ").length) : null;
+    };
+    const codecs = lines[start].split(" ").slice(3).map((pt) => {
+      const fmtp = attr("a=fmtp:", pt);
+      return pt + " " + (attr("a=rtpmap:", pt) || "?") + (fmtp ? " " + fmtp : "");
+    });
+    return { mline: lines[start], codecs };
   }
 
   async function startSession(viewer) {
