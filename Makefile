@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup system-deps demo test bench clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP)   # everything the tests need
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -18,13 +18,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-demo: setup
+demo: $(STAMP)                # no browser needed
 	$(PY) demo.py
 
 test: setup
 	$(PY) -m pytest
 
-bench: setup
+bench: $(STAMP)
 	$(PY) bench/record_cost.py
 
 clean:

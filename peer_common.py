@@ -130,7 +130,6 @@ class ChannelLink:
         self._cipher = cipher
         self._on_message = on_message
         self._name = name
-        self.pings_sent = 0
         self.last_pong = time.monotonic()
         self.last_received = time.monotonic()
         channel.on("message", self._handle)
@@ -152,7 +151,6 @@ class ChannelLink:
 
     def ping(self) -> None:
         """Send a heartbeat ping."""
-        self.pings_sent += 1
         self.send({"ping": str(int(time.time() * 1000))})
 
     def _handle(self, data) -> None:
