@@ -64,7 +64,7 @@ async def run_status(get_rows: Callable[[], list[dict]], title: str) -> None:
 
 def print_summary(entries: list[dict], manifest_path: str) -> None:
     """Print what was recorded: stream, file, codecs, duration, size."""
-    console = Console(soft_wrap=True)
+    console = Console(width=None if sys.stdout.isatty() else 140)  # logs: room for file names
     table = Table(title="Recordings")
     for column in ("stream", "file", "codec", "duration", "size", "frames", "ended by"):
         table.add_column(column)
