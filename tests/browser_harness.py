@@ -20,6 +20,7 @@ import asyncio
 import functools
 import os
 import shutil
+import signal
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -207,6 +208,50 @@ class BrowserPublisher:
         await bounded(self.context.close(), f"[{self.name}] context close")
 
 
+def _descendants(root: int) -> list[int]:
+    """PIDs of every process below ``root`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_leftover_browsers() -> int:
+    """SIGKILL any Chromium still running below this process; returns how many.
+
+    Where commands run with real-time priority, a Chromium thread that busy-waits
+    can starve the thread it waits for and ignore even SIGKILL; moving every
+    thread to the normal scheduler first lets the kill go through.
+    """
+    killed = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                if "chrom" not in fh.read():
+                    continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+                except OSError:
+                    pass
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except (OSError, ProcessLookupError):
+            continue
+    return killed
+
+
 async def bounded(coro, what: str, timeout: float = CLOSE_TIMEOUT_S) -> None:
     """Await a clean-up step with a time limit; report, never raise."""
     try:
@@ -294,6 +339,9 @@ class BrowserHarness:
         if self._playwright is not None:
             await bounded(self._playwright.stop(), "playwright stop")
             self._playwright = None
+        killed = kill_leftover_browsers()
+        if killed:
+            print(f"killed {killed} leftover browser process(es)", flush=True)
         if self.server is not None:
             self.server.stop()
             self.server = None

@@ -141,7 +141,7 @@ async def test_browser_av1_and_resolution_change(tmp_path: Path) -> None:
     try:
         recorder = await start_recorder(tmp_path, url, "sizes")
         async with BrowserHarness() as browser:
-            pubs = {name: await browser.open_publisher(url, "sizes", name, codec=codec, width=640, height=360)
+            pubs = {name: await browser.open_publisher(url, "sizes", name, codec=codec, width=480, height=270)
                     for name, codec in codecs.items()}
             await recorder.wait_for(r"^recording (%s) -> " % "|".join(codecs), count=len(codecs), timeout=60)
             for pub in pubs.values():
