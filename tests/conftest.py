@@ -2,14 +2,32 @@
 
 import os
 
+import pytest
+
+
+def normal_scheduling() -> None:
+    """Put every thread of this process under the normal scheduler.
+
+    Some sandboxes run commands with real-time priority (SCHED_FIFO 99); there a
+    busy-waiting thread (seen in Chromium) can starve the thread it waits for
+    and livelock the machine.  Children inherit the policy of the thread that
+    starts them, so this covers publishers, recorders and browsers too.
+    """
+    if not hasattr(os, "sched_setscheduler"):
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) != os.SCHED_OTHER:
+                os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
+
 
 def pytest_configure(config):
-    """Run the suite and everything it starts under the normal scheduler.
+    normal_scheduling()
 
-    Some sandboxes start commands with real-time priority (SCHED_FIFO); there a
-    busy-waiting thread (seen in Chromium's WebRTC encoder threads) can starve
-    the thread it waits for and livelock the machine.  Children inherit the
-    policy, so resetting it here covers publishers, recorders and browsers.
-    """
-    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+@pytest.fixture(autouse=True)
+def _normal_scheduling():
+    """Again before every test, in case the policy was raised while running."""
+    normal_scheduling()
