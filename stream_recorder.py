@@ -110,16 +110,18 @@ class FrameWriter:
             self._last_pli = now
             self._request_keyframe()
 
-    def _maybe_flush(self) -> None:
+    def _maybe_flush(self, force: bool = False) -> None:
+        """Fix the timeline and write the buffered frames once every track delivered
+        and has its sender reports, or the waits ran out (or ``force``)."""
         if self.timeline.use_sender_reports is not None or self._first_arrival is None:
             return
         waited = time.time() - self._first_arrival
         have_all = bool(self.kinds) and all(k in self.codecs for k in self.kinds)
-        if not have_all and waited < TRACK_WAIT_S:
+        if not have_all and waited < TRACK_WAIT_S and not force:
             return  # a negotiated track has not delivered yet
         # the offset is a minimum over reports: wait for a few (one late report skews it)
         aligned = len(self.codecs) == 1 or self.timeline.have_all_reports(self.codecs, SR_WANTED)
-        if not aligned and waited < SR_WAIT_S:
+        if not aligned and waited < SR_WAIT_S and not force:
             return
         missing = self.kinds - set(self.codecs)
         if missing:
@@ -178,8 +180,7 @@ class FrameWriter:
             return self.muxer.stats if self.muxer else None
         self.closed = True
         if self.timeline.use_sender_reports is None and self._pending:
-            self._first_arrival = 0  # force the flush of what we have
-            self._maybe_flush()
+            self._maybe_flush(force=True)
         if self.muxer is None:
             return None
         return self.muxer.close()
