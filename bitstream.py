@@ -240,6 +240,42 @@ def _h264_dimensions(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+#: NAL unit types that belong before the first slice of an access unit
+#: (H.264 7.4.1.2.3): SEI, SPS, PPS, access unit delimiter, 13–18.
+_H264_PREFIX_TYPES = frozenset({6, 7, 8, 9, 13, 14, 15, 16, 17, 18})
+_H264_VCL_TYPES = frozenset({1, 2, 3, 4, 5})
+
+
+def _has_prefix_nal_after_slice(nals: list[bytes]) -> bool:
+    seen_slice = False
+    for nal in nals:
+        kind = _nal_type(nal)
+        if kind in _H264_VCL_TYPES:
+            seen_slice = True
+        elif seen_slice and kind in _H264_PREFIX_TYPES:
+            return True
+    return False
+
+
+def _one_access_unit(nals: list[bytes]) -> list[bytes]:
+    """Delimiter, then each distinct SPS/PPS/SEI/other prefix unit once, then the
+    slices in order, then what may follow slices (end of sequence, filler...)."""
+    prefix: list[bytes] = []
+    slices: list[bytes] = []
+    suffix: list[bytes] = []
+    for nal in nals:
+        kind = _nal_type(nal)
+        if kind in _H264_VCL_TYPES:
+            slices.append(nal)
+        elif kind in _H264_PREFIX_TYPES:
+            if nal not in prefix and not (kind == 9 and any(_nal_type(p) == 9 for p in prefix)):
+                prefix.append(nal)
+        else:
+            suffix.append(nal)
+    prefix.sort(key=lambda nal: 0 if _nal_type(nal) == 9 else 1)  # the delimiter comes first (stable otherwise)
+    return prefix + slices + suffix
+
+
 class H264ParameterCache:
     """Remembers the latest SPS and PPS and re-inserts them before IDR frames.
 
@@ -255,11 +291,19 @@ class H264ParameterCache:
     def prepare(self, frame: bytes) -> bytes:
         """Update the cache from ``frame`` and return the frame to write.
 
-        An IDR frame lacking an SPS and/or PPS gets the cached ones prepended
-        (with 4-byte start codes); any other frame is returned unchanged.
+        A frame with parameter sets, SEI or delimiters after its first slice
+        (GStreamer's ``rtph264pay config-interval=-1`` repeats SPS/PPS before
+        every slice of a multi-slice IDR) is rebuilt as one access unit: such
+        NAL units moved before the slices, repeats dropped; otherwise a
+        demuxer splits the frame into several pictures.  An IDR frame lacking
+        an SPS and/or PPS gets the cached ones prepended (with 4-byte start
+        codes); any other frame is returned unchanged.
         """
         frame = bytes(frame)
         nals = split_nal_units(frame)
+        if _has_prefix_nal_after_slice(nals):
+            nals = _one_access_unit(nals)
+            frame = b"".join(_START_CODE + nal for nal in nals)
         types = {_nal_type(nal) for nal in nals}
         for nal in nals:
             if _nal_type(nal) == _H264_NAL_SPS:

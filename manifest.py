@@ -47,6 +47,9 @@ class RecordingManifest:
             "dropped_frames": writer.dropped_frames + (getattr(stats, "dropped_frames", 0) or 0),
             "silence_packets": getattr(stats, "silence_packets", 0) if started else 0,
             "bytes": os.path.getsize(path) if started and path and os.path.exists(path) else 0,
+            "requested_kbps": recorder.requested_kbps or None,
+            "video_kbps": round(writer.rates["video"].average_kbps(), 1),
+            "audio_kbps": round(writer.rates["audio"].average_kbps(), 1),
             "av_sync": "rtcp" if writer.timeline.use_sender_reports else "arrival",
             "end_reason": recorder.end_reason,
         }

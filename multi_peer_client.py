@@ -25,9 +25,21 @@ from stream_recorder import StreamRecorder
 
 log = logging.getLogger("room")
 
+LEAVE_REASONS = ("bye", "hangup", "cleanup")
 #: Re-asking for the same stream within this many seconds is skipped.
 PLAY_RETRY_S = 10.0
 FINALISE_TIMEOUT_S = 8.0
+
+
+def session_key(value: Any) -> Optional[str]:
+    """The routing session of a message: its ``session`` as a string, or None.
+
+    A missing, null or empty session is one key (None): Raspberry Ninja
+    publishers send ``"session": null`` to a viewer whose request had none.
+    """
+    if value is None or value == "":
+        return None
+    return str(value)
 
 
 class MultiPeerClient:
@@ -41,6 +53,7 @@ class MultiPeerClient:
         self.prefix = vp.sanitize_for_filename(prefix, 64)
         self.filters = [s for s in (streams or []) if s]
         self.options = options or {}
+        self.bitrate_kbps = int(self.options.get("record_bitrate") or 0)
         self.single_stream = single_stream
         self.members: dict[str, str] = {}          # UUID → wire stream id
         self.requested: dict[str, float] = {}      # UUID → time play was sent
@@ -48,6 +61,7 @@ class MultiPeerClient:
         self.finished: list[dict] = []
         self.manifest = RecordingManifest(record_dir, self.prefix, room=client.args.room)
         self._finishing: set[asyncio.Task] = set()
+        self._ending: set[StreamRecorder] = set()     # finishing, maybe replaced in ``recorders``
 
     # ------------------------------------------------------------------ filters
 
@@ -65,7 +79,7 @@ class MultiPeerClient:
         """After every (re)connect: ask again for a single stream (rooms re-list)."""
         self.requested.clear()
         if self.single_stream and not self.client.room_wire:
-            self.client.send(vp.play(self.identity.wire_stream_id(self.single_stream)))
+            self.client.send(vp.play(self.identity.wire_stream_id(self.single_stream), bitrate_kbps=self.bitrate_kbps))
 
     def discover(self, uuid: str, wire_id: str) -> None:
         """A member publishes ``wire_id``: ask for it unless already recording it."""
@@ -81,7 +95,7 @@ class MultiPeerClient:
             return
         self.requested[uuid] = time.monotonic()
         log.info("requesting %s from %s", self.identity.plain_stream_id(wire_id), uuid)
-        self.client.send(vp.play(wire_id, to=uuid))
+        self.client.send(vp.play(wire_id, to=uuid, bitrate_kbps=self.bitrate_kbps))
 
     # ------------------------------------------------------------------ routing
 
@@ -102,22 +116,26 @@ class MultiPeerClient:
             if self.client.in_our_room(msg) and peer and msg.get("streamID"):
                 self.discover(peer, str(msg["streamID"]))
             return True
-        if request in ("bye", "hangup", "cleanup"):
+        if request in LEAVE_REASONS:
             if peer:
                 self.members.pop(peer, None)
                 self.requested.pop(peer, None)
                 for recorder in self._recorders_of(peer):
                     self._finish_soon(recorder, request)
             return True
-        session = msg.get("session")
-        if not peer or session is None:
-            return False
-        key = (peer, str(session))
         desc = msg.get("description")
-        if desc and desc.get("type") == "offer":
-            await self._on_offer(peer, str(session), msg, desc["sdp"])
+        is_offer = isinstance(desc, dict) and desc.get("type") == "offer"
+        if not peer:
+            if is_offer:
+                log.warning("ignoring an offer that names no peer (no UUID or from)")
+            return False
+        # Raspberry Ninja publishers send "session": null (or none at all) when the
+        # viewer's request carried none: that is a valid session key for this peer.
+        session = session_key(msg.get("session"))
+        if is_offer:
+            await self._on_offer(peer, session, msg, str(desc.get("sdp") or ""))
             return True
-        recorder = self.recorders.get(key)
+        recorder = self.recorders.get((peer, session))
         if recorder is not None and msg.get("candidates"):
             await recorder.add_candidates(msg["candidates"])
             return True
@@ -126,9 +144,14 @@ class MultiPeerClient:
     def _recorders_of(self, uuid: str) -> list[StreamRecorder]:
         return [r for key, r in self.recorders.items() if key[0] == uuid]
 
-    async def _on_offer(self, uuid: str, session: str, msg: dict, sdp: str) -> None:
+    async def _on_offer(self, uuid: str, session: Optional[str], msg: dict, sdp: str) -> None:
         key = (uuid, session)
         recorder = self.recorders.get(key)
+        if recorder is not None and (recorder.end_reason is not None or recorder.is_new_connection(sdp)):
+            # same (UUID, session) but ended, or new ICE credentials: the publisher
+            # started over (a Raspberry Ninja publisher re-offers with the same null session)
+            self._finish_soon(recorder, "replaced by a new connection")
+            recorder = None
         if recorder is None:
             wire_id = str(msg.get("streamID") or self.members.get(uuid) or "")
             if not wire_id:
@@ -147,7 +170,7 @@ class MultiPeerClient:
             log.error("could not answer %s's offer: %s", recorder.plain_id, exc)
             self._finish_soon(recorder, "negotiation failed")
 
-    def _new_recorder(self, uuid: str, session: str, wire_id: str) -> StreamRecorder:
+    def _new_recorder(self, uuid: str, session: Optional[str], wire_id: str) -> StreamRecorder:
         plain = self.identity.plain_stream_id(wire_id)
         safe = vp.sanitize_for_filename(plain)
         path = self._unique_base(f"{self.prefix}_{safe}_{int(time.time())}")
@@ -156,20 +179,23 @@ class MultiPeerClient:
             self.client.ice_configuration, self.options, self._on_recorder_finished, self._on_file_opened,
         )
         self.recorders[recorder.key] = recorder
-        log.info("recording %s (peer %s, session %s)", plain, uuid, session)
+        log.info("recording %s (peer %s, session %s)", plain, uuid, session if session is not None else "null")
         return recorder
 
     def _unique_base(self, name: str) -> str:
         base = os.path.join(self.record_dir, name)
         candidate, n = base, 1
         while any(os.path.exists(candidate + ext) for ext in (".ts", ".mkv", ".mka")) or candidate in {
-            r.writer.path_without_ext for r in self.recorders.values()
+            r.writer.path_without_ext for r in (*self.recorders.values(), *self._ending)
         }:
             n += 1
             candidate = f"{base}_{n}"
         return candidate
 
     def _finish_soon(self, recorder: StreamRecorder, reason: str) -> None:
+        if recorder.end_reason is not None:
+            return  # already ending
+        self._ending.add(recorder)
         task = asyncio.ensure_future(recorder.finish(reason))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
@@ -183,12 +209,19 @@ class MultiPeerClient:
                         path=path, video_codec=codecs.get("video"), audio_codec=codecs.get("audio"))
 
     async def _on_recorder_finished(self, recorder: StreamRecorder, stats: Any) -> None:
-        self.recorders.pop(recorder.key, None)
+        if self.recorders.get(recorder.key) is recorder:  # not yet replaced by a new one
+            del self.recorders[recorder.key]
+        self._ending.discard(recorder)
         entry = self.manifest.entry(recorder, stats)
         if stats is None or not getattr(stats, "started", False):
             log.warning("%s ended (%s) before any media was recorded", recorder.plain_id, recorder.end_reason)
         else:
             print(f"finished {recorder.plain_id} -> {entry['file']} ({recorder.end_reason})", flush=True)
+        expected = recorder.end_reason in (*LEAVE_REASONS, "shutdown") or str(recorder.end_reason).startswith("replaced")
+        if not expected and recorder.stream_wire_id in self.members.values():
+            log.warning("%s dropped the recorder (%s) but is still in the room; a Raspberry Ninja publisher "
+                        "without --multiviewer serves one viewer, so another viewer may have taken it",
+                        recorder.plain_id, recorder.end_reason)
         self.finished.append(entry)
         self.manifest.add(entry)
         await call_hook(self.client.pm, "recording_finalised", client=self.client, recording=entry)
@@ -206,12 +239,16 @@ class MultiPeerClient:
 
     async def close(self) -> list[dict]:
         """Finalise every recording in parallel, within a bounded time."""
-        for recorder in list(self.recorders.values()):
+        everyone = {*self.recorders.values(), *self._ending}  # incl. those already ending by themselves
+        for recorder in everyone:
             self._finish_soon(recorder, "shutdown")
-        if self._finishing:
-            done, pending = await asyncio.wait(set(self._finishing), timeout=FINALISE_TIMEOUT_S)
+        waits = {asyncio.ensure_future(r.finished.wait()) for r in everyone}
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=FINALISE_TIMEOUT_S)
             for task in pending:
                 log.error("a recording did not finalise within %.0f s", FINALISE_TIMEOUT_S)
+                task.cancel()
+            for task in self._finishing:
                 task.cancel()
         self.manifest.close()
         return self.finished

@@ -10,6 +10,12 @@ loop; every other receiver in the process runs aiortc's own decoder as
 before.  ``attach`` also gives the receiver a raw timestamp mapper (we extend
 RTP timestamps ourselves), observes RTCP sender reports, and exposes PLI.
 
+``install()`` also widens the DTLS cipher list: aiortc offers only
+ECDHE-ECDSA suites, and a DTLS server with an RSA certificate (GStreamer's
+``dtlsdec``, i.e. every Raspberry Ninja publisher) then finds no shared
+cipher.  ECDHE-RSA suites are appended after the ECDSA ones, so ECDSA stays
+preferred (browsers) and our own certificate stays ECDSA.
+
 ``tests/test_aiortc_contract.py`` fails loudly if the aiortc internals relied
 on here change.
 """
@@ -22,6 +28,8 @@ import threading
 from typing import Optional, Protocol
 
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
+from aiortc.rtcdtlstransport import RTCCertificate
+from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtcpSrPacket
 
 import rtp_codecs
@@ -29,6 +37,14 @@ import rtp_codecs
 log = logging.getLogger("passthrough")
 
 _ORIGINAL_WORKER = rtcrtpreceiver.decoder_worker
+_ORIGINAL_SSL_CONTEXT = RTCCertificate._create_ssl_context
+_ORIGINAL_SENDER_RTCP = RTCRtpSender._handle_rtcp_packet
+#: aiortc's own suites first (ECDSA: our certificate), then those an RSA-certificate
+#: DTLS server such as GStreamer's can choose (OpenSSL names).
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+    b":ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
+)
 _sinks: dict[int, "FrameSink"] = {}
 _lock = threading.Lock()
 
@@ -86,10 +102,62 @@ def _dispatching_worker(loop, input_q, output_q, *rest) -> None:
         _sinks.pop(id(output_q), None)
 
 
+def _ssl_context_with_rsa_suites(self, *args, **kwargs):
+    ctx = _ORIGINAL_SSL_CONTEXT(self, *args, **kwargs)
+    ctx.set_cipher_list(DTLS_CIPHERS)
+    return ctx
+
+
+def install_interop() -> None:
+    """What every peer connection needs (idempotent): the DTLS cipher list that
+    RSA-certificate peers accept, and per-sender bitrate caps."""
+    RTCCertificate._create_ssl_context = _ssl_context_with_rsa_suites
+    RTCRtpSender._handle_rtcp_packet = _sender_rtcp_with_cap
+
+
 def install() -> None:
-    """Install the dispatcher (idempotent) and the VP9/AV1 receive codecs."""
+    """For recording (idempotent): :func:`install_interop`, the frame dispatcher and
+    the VP9/AV1 receive codecs."""
+    install_interop()
     rtp_codecs.register_receive_codecs()
     rtcrtpreceiver.decoder_worker = _dispatching_worker
+
+
+async def _sender_rtcp_with_cap(self, packet) -> None:
+    await _ORIGINAL_SENDER_RTCP(self, packet)  # REMB may raise the encoder's target here
+    _apply_bitrate_cap(self)
+
+
+def _apply_bitrate_cap(sender) -> None:
+    cap = getattr(sender, "_ninja_max_bitrate", None)
+    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+    if cap and encoder is not None and hasattr(encoder, "target_bitrate") and encoder.target_bitrate > cap:
+        encoder.target_bitrate = cap
+
+
+def cap_sender_bitrate(sender, bps: int) -> Optional[int]:
+    """Keep one sender's encoder at or below ``bps`` (a viewer asked for it).
+
+    Receiver estimates (REMB) may lower it further but never raise it above
+    the cap.  Returns the encoder's target now (None before its first frame;
+    the cap then applies with the next RTCP packet).
+    """
+    install_interop()
+    sender._ninja_max_bitrate = int(bps)
+    _apply_bitrate_cap(sender)
+    return sender_target_bitrate(sender)
+
+
+def sender_target_bitrate(sender) -> Optional[int]:
+    """The bit/s a sender's encoder aims at now (None before its first frame or when
+    the media goes out without re-encoding)."""
+    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+    return getattr(encoder, "target_bitrate", None)
+
+
+def uninstall_dtls_ciphers() -> None:
+    """Restore aiortc's own DTLS cipher list (tests compare both)."""
+    RTCCertificate._create_ssl_context = _ORIGINAL_SSL_CONTEXT
 
 
 def attach(receiver, track, sink: FrameSink) -> "ReceiverControl":

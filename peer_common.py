@@ -101,6 +101,11 @@ async def add_remote_candidates(pc: RTCPeerConnection, cands: list[dict]) -> int
     return added
 
 
+def ice_ufrags(sdp: str) -> set[str]:
+    """The ``a=ice-ufrag`` values of an SDP (a new set means a new ICE session)."""
+    return {line[len("a=ice-ufrag:"):].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:")}
+
+
 def local_candidates(pc: RTCPeerConnection) -> list[dict]:
     """The candidates of ``pc``'s local description, as VDO.Ninja candidate dicts."""
     desc = pc.localDescription
@@ -148,6 +153,19 @@ class ChannelLink:
         except Exception as exc:
             log.debug("%s: data channel send failed: %s", self._name, exc)
             return False
+
+    async def drain(self, timeout: float = 0.5) -> None:
+        """Wait (bounded) until what was sent has left the send buffer, so that a
+        last message (``bye``) is not lost when the connection closes next."""
+        if not self.is_open or self.channel.bufferedAmount == 0:
+            return
+        drained = asyncio.Event()
+        self.channel.bufferedAmountLowThreshold = 0
+        self.channel.once("bufferedamountlow", drained.set)
+        try:
+            await asyncio.wait_for(drained.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.debug("%s: data channel not drained within %.1f s", self._name, timeout)
 
     def ping(self) -> None:
         """Send a heartbeat ping."""

@@ -21,6 +21,7 @@ import signal
 import sys
 from typing import Any, Optional
 
+import passthrough
 import vdo_protocol as vp
 from media_sources import MediaSource
 from peer_common import rtc_configuration
@@ -76,9 +77,11 @@ class WebRTCClient:
     async def _on_open(self) -> None:
         reconnect = self.signaling.connections > 1
         if self.room_wire:
+            # One announcement: a joinroom carrying the streamID.  Fan-out relays
+            # (Raspberry Ninja's and ours) route `play` by a joinroom's streamID as
+            # by a seed's, and an extra undirected seed would make every member
+            # already in the room ask for the stream a second time.
             self.send(vp.joinroom(self.room_wire, self.stream_wire if self.publishing else None))
-            if self.publishing and self.use_from:
-                self.send(vp.seed(self.stream_wire))  # fan-out relays route play by seed
         elif self.publishing:
             self.send(vp.seed(self.stream_wire))
         await self.signaling.flush()
@@ -146,8 +149,14 @@ class WebRTCClient:
                 log.debug("message for unknown session %s from %s", msg.get("session"), peer)
 
     async def _start_session(self, viewer: str) -> None:
-        for old in [s for key, s in self.sessions.items() if key[0] == viewer]:
-            await old.close("replaced")  # a viewer asking again starts over: one session each
+        mine = [s for key, s in self.sessions.items() if key[0] == viewer]
+        if any(s.is_setting_up() for s in mine):
+            # The same viewer asking again while our offer to it is being negotiated:
+            # a repeat of one request (it saw us announced twice), not a restart.
+            log.info("viewer %s asked again while its session is being set up: ignored", viewer)
+            return
+        for old in mine:
+            await old.close("replaced")  # a viewer asking again later starts over: one session each
 
         session = PublisherSession(
             viewer, self.source, self.stream_wire, self.send, self.cipher,
@@ -176,6 +185,7 @@ class WebRTCClient:
 
     async def run(self) -> int:
         """Configure plugins, connect, and run until stopped; returns the exit code."""
+        passthrough.install_interop()  # DTLS suites for RSA-certificate peers (GStreamer)
         await call_hook(self.pm, "configure", args=self.args, client=self)
         if self.publishing:
             self.setup_publishing()
@@ -226,7 +236,7 @@ def build_parser(pm) -> argparse.ArgumentParser:
     p.add_argument("--turn-server", help="TURN server: turn(s)://user:pass@host:port")
     p.add_argument("--ice-transport-policy", choices=("all", "relay"), default="all", help="ICE transport policy")
     p.add_argument("--test", action="store_true", help="publish a synthetic test pattern and tone (the default source)")
-    p.add_argument("--filesrc", metavar="PATH", help="publish a media file (H.264 .ts/.h264 and VP8 without re-encoding)")
+    p.add_argument("--filesrc", metavar="PATH", help="publish a media file, looped (H.264 in .ts/.h264 without B-frames, VP8 and Opus as they are; anything else re-encoded)")
     p.add_argument("--h264", action="store_true", help="publish H.264 video")
     p.add_argument("--vp8", action="store_true", help="publish VP8 video (the default)")
     p.add_argument("--bitrate", type=int, default=2500, help="video bitrate in kbit/s (default 2500)")

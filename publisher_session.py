@@ -3,7 +3,9 @@
 The publisher always offers.  ``PublisherSession`` creates the
 ``sendChannel`` data channel, adds the shared media tracks, sends the offer
 over the WebSocket, applies the answer and trickled candidates, answers and
-sends heartbeats, and reports how many frames it sent when it ends.
+sends heartbeats, honours a viewer's ``{"bitrate": kbps}`` request (as the
+VDO.Ninja app does: a ceiling for that viewer's video, never above
+``--bitrate``), and reports how many frames it sent when it ends.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+import passthrough
 import vdo_protocol as vp
 from media_sources import MediaSource
 from peer_common import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, local_candidates
@@ -23,6 +26,9 @@ from peer_common import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, 
 log = logging.getLogger("publisher")
 
 PING_INTERVAL_S = 3.0
+#: A repeated request from the same viewer is a repeat (not a restart) while its
+#: session is younger than this and not yet connected.
+SETUP_GRACE_S = 10.0
 MAX_MISSED_PINGS = 10
 
 
@@ -51,11 +57,19 @@ class PublisherSession:
         self.tracks = source.tracks_for_viewer()
         self.link: Optional[ChannelLink] = None
         self._heartbeat: Optional[asyncio.Task] = None
+        self.requested_kbps: Optional[int] = None
+        self.started = time.monotonic()
         self.pc.on("connectionstatechange", self._on_state)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.viewer, self.session)
+
+    def is_setting_up(self) -> bool:
+        """Offer sent, not connected yet, and recent: a viewer asking again now is
+        repeating one request (it saw us announced twice), not starting over."""
+        return (time.monotonic() - self.started < SETUP_GRACE_S
+                and self.pc.connectionState in ("new", "connecting"))
 
     async def start(self) -> None:
         """Create tracks, data channel and offer, and send the offer."""
@@ -103,12 +117,29 @@ class PublisherSession:
             self.link.ping()
 
     async def _on_channel_message(self, msg: dict) -> None:
+        if "bitrate" in msg:
+            self._set_bitrate(msg["bitrate"])
         if msg.get("bye"):
             await self.close("bye")
         elif msg.get("description") or msg.get("candidates"):
             await self.handle_signal(msg)
         elif "audio" in msg or "video" in msg:
             log.info("viewer %s requests audio=%s video=%s", self.viewer, msg.get("audio"), msg.get("video"))
+
+    def _set_bitrate(self, value: Any) -> None:
+        """Cap this viewer's video at ``value`` kbit/s (0 or junk: ignored)."""
+        try:
+            kbps = int(value)
+        except (TypeError, ValueError):
+            log.warning("viewer %s sent an unusable bitrate %r: ignored", self.viewer, value)
+            return
+        if kbps <= 0:
+            return
+        self.requested_kbps = kbps
+        for sender in self.pc.getSenders():
+            if sender.track is not None and sender.track.kind == "video":
+                passthrough.cap_sender_bitrate(sender, kbps * 1000)
+        log.info("viewer %s asks for %d kbit/s", self.viewer, kbps)
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -118,7 +149,11 @@ class PublisherSession:
 
     def stats(self) -> dict:
         """Frames sent to this viewer, per kind."""
-        out = {"viewer": self.viewer, "session": self.session}
+        out: dict[str, Any] = {"viewer": self.viewer, "session": self.session, "requested_kbps": self.requested_kbps}
+        for sender in self.pc.getSenders():
+            target = passthrough.sender_target_bitrate(sender)
+            if sender.track is not None and sender.track.kind == "video" and target is not None:
+                out["video_target_kbps"] = round(target / 1000)
         for track in self.tracks:
             out[f"{track.kind}_frames"] = track.frames
         return out
@@ -135,6 +170,8 @@ class PublisherSession:
         print("STATS " + json.dumps({**self.stats(), "reason": reason}), flush=True)
         for track in self.tracks:
             track.stop()
-        await self.pc.close()
+        # aiortc may already be closing it (the viewer ended DTLS): a cancelled
+        # caller must not interrupt that close half-way
+        await asyncio.shield(self.pc.close())
         log.info("viewer %s gone (%s)", self.viewer, reason)
         self._on_closed(self)

@@ -19,7 +19,7 @@ from rich.table import Table
 log = logging.getLogger("status")
 
 LOG_INTERVAL_S = 10.0
-COLUMNS = ("stream", "state", "video", "audio", "resolution", "frames", "size", "time", "file")
+COLUMNS = ("stream", "state", "video", "audio", "resolution", "kbit/s", "frames", "size", "time", "file")
 
 
 def human_bytes(n: float) -> str:
@@ -34,7 +34,7 @@ def human_bytes(n: float) -> str:
 def _row(status: dict) -> list[str]:
     return [
         status["stream"], status["state"], status["video"] or "-", status["audio"] or "-",
-        status["resolution"] or "-", str(status["frames"]), human_bytes(status["bytes"]),
+        status["resolution"] or "-", str(status.get("kbps", 0)), str(status["frames"]), human_bytes(status["bytes"]),
         f"{status['seconds']} s", status["file"] or "-",
     ]
 
@@ -63,16 +63,17 @@ async def run_status(get_rows: Callable[[], list[dict]], title: str) -> None:
 
 
 def print_summary(entries: list[dict], manifest_path: str) -> None:
-    """Print what was recorded: stream, file, codecs, duration, size."""
+    """Print what was recorded: stream, file, codecs, duration, size, received bitrate."""
     console = Console(width=None if sys.stdout.isatty() else 140)  # logs: room for file names
     table = Table(title="Recordings")
-    for column in ("stream", "file", "codec", "duration", "size", "frames", "ended by"):
+    for column in ("stream", "file", "codec", "duration", "size", "kbit/s", "frames", "ended by"):
         table.add_column(column)
     for e in entries:
         codec = "+".join(c for c in (e.get("video_codec"), e.get("audio_codec")) if c) or "-"
+        kbps = (e.get("video_kbps") or 0) + (e.get("audio_kbps") or 0)
         table.add_row(
             e["stream_id"], os.path.basename(e["file"]) if e["file"] else "(nothing recorded)", codec, f"{e['duration_s']:.1f} s",
-            human_bytes(e["bytes"]), str(e["video_frames"]), str(e["end_reason"]),
+            human_bytes(e["bytes"]), f"{kbps:.0f}", str(e["video_frames"]), str(e["end_reason"]),
         )
     console.print(table)
     console.print(f"files in {os.path.dirname(os.path.abspath(manifest_path))}")

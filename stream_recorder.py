@@ -23,7 +23,8 @@ import bitstream
 import passthrough
 import vdo_protocol as vp
 from media_timeline import MAX_SR_DISAGREEMENT_S, StreamTimeline
-from peer_common import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, local_candidates
+from peer_common import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, ice_ufrags, local_candidates
+from rate_meter import RateMeter
 from recording_muxer import PassthroughMuxer
 
 log = logging.getLogger("recorder")
@@ -62,6 +63,7 @@ class FrameWriter:
         self.last_frame = time.monotonic()
         self.dropped_frames = 0
         self.closed = False
+        self.rates = {"video": RateMeter(), "audio": RateMeter()}
 
     def expect(self, kind: str) -> None:
         """A track of ``kind`` was negotiated: wait for it before fixing the timeline."""
@@ -78,6 +80,7 @@ class FrameWriter:
         if self.closed:
             return
         self.last_frame = time.monotonic()
+        self.rates[kind].add(len(data))
         now = time.time()
         self.codecs.setdefault(kind, codec)
         clock = self.timeline.track(kind)
@@ -209,7 +212,7 @@ class StreamRecorder:
     def __init__(
         self,
         uuid: str,
-        session: str,
+        session: Optional[str],
         stream_wire_id: str,
         plain_id: str,
         path_without_ext: str,
@@ -235,7 +238,9 @@ class StreamRecorder:
         self.controls: dict[str, passthrough.ReceiverControl] = {}
         self.tracks: dict[str, Any] = {}
         self.started_at = time.time()
+        self.requested_kbps = int(options.get("record_bitrate") or 0)
         self.end_reason: Optional[str] = None
+        self.finished = asyncio.Event()  # set once finalised and reported
         self.state = "negotiating"
         self._pending_candidates: list[dict] = []
         self._ticker = asyncio.ensure_future(self._tick())
@@ -245,8 +250,14 @@ class StreamRecorder:
         self.pc.on("connectionstatechange", self._on_state)
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> tuple[str, Optional[str]]:
         return (self.uuid, self.session)
+
+    def is_new_connection(self, sdp: str) -> bool:
+        """Does this WebSocket offer start a new connection (new ICE credentials)
+        rather than renegotiate the current one?"""
+        current = self.pc.remoteDescription
+        return current is not None and not (ice_ufrags(sdp) & ice_ufrags(current.sdp))
 
     # ------------------------------------------------------------------ signaling
 
@@ -254,6 +265,7 @@ class StreamRecorder:
         """Apply an offer and answer it on the path it came by."""
         async with self._lock:
             if self.end_reason:
+                log.warning("%s: offer not answered: the stream already ended (%s)", self.plain_id, self.end_reason)
                 return
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             prefer_video_codec(self.pc, self._options.get("prefer_codec"))
@@ -288,6 +300,8 @@ class StreamRecorder:
                 video=not self._options.get("novideo"),
                 prefer_codec=self._options.get("prefer_codec"),
             ))
+            if self.requested_kbps:
+                self.link.send(vp.bitrate_request(self.requested_kbps))
 
         if channel.readyState == "open":
             on_open()
@@ -365,6 +379,7 @@ class StreamRecorder:
         self._ticker.cancel()
         if self.link is not None and self.link.is_open and reason not in ("bye", "data channel closed"):
             self.link.send({"bye": True})
+            await self.link.drain()
         for track in list(self.tracks.values()):
             passthrough.detach(track)
         stats = self.writer.close()
@@ -372,9 +387,12 @@ class StreamRecorder:
             await asyncio.wait_for(self.pc.close(), timeout=3.0)
         except (asyncio.TimeoutError, Exception) as exc:  # a dead peer must not stall shutdown
             log.debug("closing peer connection of %s: %r", self.plain_id, exc)
-        result = self._on_finished(self, stats)
-        if asyncio.iscoroutine(result):
-            await result
+        try:
+            result = self._on_finished(self, stats)
+            if asyncio.iscoroutine(result):
+                await result
+        finally:
+            self.finished.set()
 
     def status(self) -> dict:
         """A snapshot for the live status table."""
@@ -388,6 +406,7 @@ class StreamRecorder:
             "audio": self.writer.codecs.get("audio", ""),
             "resolution": f"{stats.width}x{stats.height}" if stats and stats.width else "",
             "frames": stats.video_frames if stats else 0,
+            "kbps": round(sum(rate.current_kbps() for rate in self.writer.rates.values())),
             "bytes": os.path.getsize(muxer.path) if muxer is not None and os.path.exists(muxer.path) else 0,
             "seconds": round(time.time() - self.started_at),
         }

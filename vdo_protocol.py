@@ -277,15 +277,21 @@ def seed(stream_wire_id: str, to: Optional[str] = None) -> dict:
     return msg
 
 
-def play(stream_wire_id: str, to: Optional[str] = None) -> dict:
-    """Ask to view a stream (``to`` = the publisher's UUID inside a room)."""
-    msg = {"request": "play", "streamID": stream_wire_id}
+def play(stream_wire_id: str, to: Optional[str] = None, bitrate_kbps: int = 0) -> dict:
+    """Ask to view a stream (``to`` = the publisher's UUID inside a room).
+
+    ``bitrate_kbps`` > 0 asks for that video bitrate the way Raspberry Ninja
+    viewers do (``bitrate`` and ``maxBitrate`` in the request).
+    """
+    msg: dict[str, Any] = {"request": "play", "streamID": stream_wire_id}
     if to:
         msg["UUID"] = to
+    if bitrate_kbps > 0:
+        msg["bitrate"] = msg["maxBitrate"] = int(bitrate_kbps)
     return msg
 
 
-def description(to: str, session: str, sdp_type: str, sdp: str, stream_wire_id: Optional[str] = None) -> dict:
+def description(to: str, session: Optional[str], sdp_type: str, sdp: str, stream_wire_id: Optional[str] = None) -> dict:
     """An offer or answer addressed to a peer."""
     msg = {"UUID": to, "session": session, "description": {"type": sdp_type, "sdp": sdp}}
     if stream_wire_id:
@@ -293,7 +299,7 @@ def description(to: str, session: str, sdp_type: str, sdp: str, stream_wire_id: 
     return msg
 
 
-def candidates(to: str, session: str, side: str, cands: list[dict]) -> dict:
+def candidates(to: str, session: Optional[str], side: str, cands: list[dict]) -> dict:
     """Trickled ICE candidates; ``side`` is "remote" (viewer) or "local" (publisher)."""
     return {"UUID": to, "session": session, "type": side, "candidates": cands}
 
@@ -310,6 +316,11 @@ def media_request(audio: bool = True, video: bool = True, prefer_codec: Optional
     if prefer_codec:
         msg["preferVideoCodec"] = prefer_codec
     return msg
+
+
+def bitrate_request(kbps: int) -> dict:
+    """Ask the publisher for a video bitrate (kbit/s) on the data channel (VDO.Ninja app, Raspberry Ninja)."""
+    return {"bitrate": int(kbps)}
 
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")

@@ -23,6 +23,18 @@ from . import hookimpl
 log = logging.getLogger("room_recording")
 
 CODEC_CHOICES = ("h264", "vp8", "vp9", "av1")
+#: What the recorder asks each publisher for (kbit/s): generous, for editing.
+DEFAULT_RECORD_BITRATE = 4000
+
+
+def _kbps(value: str) -> int:
+    try:
+        kbps = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of kbit/s: {value!r}") from None
+    if kbps < 0:
+        raise argparse.ArgumentTypeError("must be 0 (leave it to the publisher) or more")
+    return kbps
 
 
 @hookimpl
@@ -37,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--record-dir", default=".", metavar="DIR", help="where recordings go (default: .)")
     group.add_argument("--codec", choices=CODEC_CHOICES,
                        help="video codec to ask publishers for (default: whatever they prefer)")
+    group.add_argument("--record-bitrate", type=_kbps, default=DEFAULT_RECORD_BITRATE, metavar="KBPS",
+                       help=f"video bitrate to ask each publisher for, in kbit/s (default {DEFAULT_RECORD_BITRATE}; "
+                            "0: leave it to the publisher)")
     group.add_argument("--no-status", action="store_true", help="no live status table")
 
 
@@ -52,7 +67,8 @@ def configure(args: argparse.Namespace, client) -> None:
     prefix = args.record or args.room
     single = None if args.record_room else args.record
     streams = [s.strip() for s in (args.record_streams or "").split(",")]
-    options = {"noaudio": args.noaudio, "novideo": args.novideo, "prefer_codec": args.codec}
+    options = {"noaudio": args.noaudio, "novideo": args.novideo, "prefer_codec": args.codec,
+               "record_bitrate": args.record_bitrate}
     mpc = MultiPeerClient(client, args.record_dir, prefix, streams, options, single_stream=single)
     client.room_recorder = mpc
     what = f"room {args.room}" if args.record_room else f"stream {single}"

@@ -12,20 +12,27 @@ failure) and kept in ``BrowserPublisher.errors``.
         pub = await browser.open_publisher(ws_url, "room1", "alice", codec="vp8")
         await pub.wait_connected(1)
         stats = await pub.stop()       # per-viewer outbound stats, then bye
+
+The page server also takes reports from pages opened with ``report=<name>``
+(``POST /report/<name>``, see :class:`PageReports`) and answers each with the
+commands queued for that page: ``tests/firefox_harness.py`` watches and stops
+Firefox publishers that way, without a driver.  Chromium pages do not report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
+import re
 import shutil
 import signal
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
-from urllib.parse import urlencode
+from typing import Any, Callable, Optional
+from urllib.parse import unquote, urlencode
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PAGE_DIR = Path(__file__).resolve().parent / "browser"
@@ -56,7 +63,69 @@ def chromium_skip_reason() -> Optional[str]:
     return None
 
 
+class PageReports:
+    """What pages report over ``POST /report/<name>``, and commands queued for them.
+
+    A page opened with a ``report=<name>`` query parameter (publisher.js) posts
+    JSON (``state``, ``info``, ``stats``, ...) to ``/report/<name>``; the reply
+    is ``{"commands": [...]}``, every command queued for that name since its
+    previous report.  This lets a test watch and steer a page in a browser it
+    does not drive (Firefox).  Thread-safe: the HTTP server runs in a thread;
+    listeners are called from that thread after each report.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.latest: dict[str, dict] = {}
+        self.counts: dict[str, int] = {}
+        self._commands: dict[str, list[dict]] = {}
+        self._listeners: list[Callable[[str, dict], None]] = []
+
+    def post(self, name: str, report: dict) -> list[dict]:
+        """Store ``report`` as ``name``'s latest; return (and forget) its pending commands."""
+        with self._lock:
+            self.latest[name] = report
+            self.counts[name] = self.counts.get(name, 0) + 1
+            commands = self._commands.pop(name, [])
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(name, report)
+            except Exception as exc:  # a test's listener must not break the server
+                print(f"report listener failed: {exc!r}", flush=True)
+        return commands
+
+    def command(self, name: str, command: dict) -> None:
+        """Queue ``command`` for page ``name`` (delivered in the reply to its next report)."""
+        with self._lock:
+            self._commands.setdefault(name, []).append(command)
+
+    def get(self, name: str) -> Optional[dict]:
+        with self._lock:
+            return self.latest.get(name)
+
+    def add_listener(self, listener: Callable[[str, dict], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[str, dict], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+
+_REPORT_PATH = re.compile(r"^/report/([^/?#]+)$")
+#: Largest report body accepted (a report carries the getStats() summary of every session).
+MAX_REPORT_BYTES = 4 * 1024 * 1024
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
+    reports: Optional[PageReports] = None
+
+    def __init__(self, *args: Any, reports: Optional[PageReports] = None, **kwargs: Any) -> None:
+        self.reports = reports
+        super().__init__(*args, **kwargs)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
 
@@ -64,12 +133,41 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
 
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        """``POST /report/<name>`` with a JSON object; answers ``{"commands": [...]}``."""
+        match = _REPORT_PATH.match(self.path)
+        if self.reports is None or match is None:
+            self.send_error(404, "only POST /report/<name> is served")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            if not 0 < length <= MAX_REPORT_BYTES:
+                raise ValueError(f"bad Content-Length {length}")
+            report = json.loads(self.rfile.read(length))
+            if not isinstance(report, dict):
+                raise ValueError("a report must be a JSON object")
+        except ValueError as exc:
+            self.send_error(400, str(exc))
+            return
+        commands = self.reports.post(unquote(match.group(1)), report)
+        body = json.dumps({"commands": commands}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 
 class StaticServer:
-    """``tests/browser/`` over HTTP on 127.0.0.1 (a thread; port chosen by the OS)."""
+    """``tests/browser/`` over HTTP on 127.0.0.1 (a thread; port chosen by the OS).
+
+    Besides the static files it takes pages' reports (``POST /report/<name>``,
+    kept in ``self.reports``, a :class:`PageReports`) and answers each with the
+    commands queued for that page."""
 
     def __init__(self, directory: Path = PAGE_DIR) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.reports = PageReports()
+        handler = functools.partial(_QuietHandler, directory=str(directory), reports=self.reports)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="static-http", daemon=True)
@@ -345,3 +443,136 @@ class BrowserHarness:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+# ---------------------------------------------------------------------- viewer pages
+
+
+class BrowserViewer:
+    """One viewer page (``tests/browser/viewer.html``): joins a room and plays one stream.
+
+    Readiness and results are read from the page (``window.viewerState``,
+    ``window.viewerInfo``, ``window.viewerStats()``): frames decoded, audio
+    samples received and concealed, audio energy.
+    """
+
+    def __init__(self, name: str, context, page) -> None:
+        self.name = name
+        self.context = context
+        self.page = page
+        self.errors: list[str] = []
+        self.final_stats: Optional[dict] = None
+        page.on("console", self._on_console)
+        page.on("pageerror", self._on_page_error)
+
+    def _on_console(self, message) -> None:
+        if message.type in ("error", "warning"):
+            if message.type == "error":
+                self.errors.append(message.text)
+            print(f"[{self.name} console.{message.type}] {message.text}", flush=True)
+
+    def _on_page_error(self, error) -> None:
+        self.errors.append(str(error))
+        print(f"[{self.name} page error] {error}", flush=True)
+
+    async def state(self) -> str:
+        return await self.page.evaluate("window.viewerState")
+
+    async def info(self) -> dict:
+        return await self.page.evaluate("window.viewerInfo")
+
+    async def stats(self) -> dict:
+        """The current session's inbound stats (``video``/``audio`` None until they exist)."""
+        return await self.page.evaluate("window.viewerStats()")
+
+    async def wait_joined(self, timeout: float = 20.0) -> None:
+        try:
+            await self.page.wait_for_function(
+                "() => ['joined', 'connected', 'error'].includes(window.viewerState)", timeout=timeout * 1000, polling=100)
+        except Exception as exc:
+            raise AssertionError(f"{self.name}: did not join within {timeout}s: {exc}") from None
+        if await self.state() == "error":
+            raise AssertionError(f"{self.name}: start-up failed: {(await self.info())['errors']}")
+
+    async def wait_stats(self, check, timeout: float = 40.0, what: str = "condition") -> dict:
+        """Poll ``viewerStats()`` until ``check(stats)`` holds; returns those stats.
+
+        (``wait_for_function`` does not await an async predicate.)"""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            stats = await self.stats()
+            if check(stats):
+                return stats
+            if asyncio.get_running_loop().time() > deadline:
+                info = await self.info()
+                raise AssertionError(f"{self.name}: {what} not reached within {timeout}s: {stats} "
+                                     f"(errors {info.get('errors')})")
+            await asyncio.sleep(0.1)
+
+    async def wait_playing(self, video: bool = True, audio: bool = True, timeout: float = 40.0) -> dict:
+        """Wait until the wanted kinds decode (a video frame, audio samples)."""
+        def ok(s: dict) -> bool:
+            return ((not video or bool(s.get("video") and s["video"]["framesDecoded"] > 0))
+                    and (not audio or bool(s.get("audio") and s["audio"]["totalSamplesReceived"] > 0)))
+
+        return await self.wait_stats(ok, timeout, f"playing (video={video}, audio={audio})")
+
+    async def stop(self) -> dict:
+        """Final stats, then ``{"bye": true}`` on the data channel."""
+        if self.final_stats is None:
+            self.final_stats = await self.page.evaluate("window.stopViewer()")
+        return self.final_stats
+
+    async def close(self) -> None:
+        if self.final_stats is None and not self.page.is_closed():
+            await bounded(self.stop(), f"[{self.name}] stop")
+        await bounded(self.page.close(run_before_unload=True), f"[{self.name}] page close")
+        await bounded(self.context.close(), f"[{self.name}] context close")
+
+
+def playback_between(before: dict, after: dict) -> dict:
+    """What a viewer page played between two ``viewerStats()`` snapshots.
+
+    ``audio_seconds`` counts received samples that were not concealment;
+    ``audio_rms`` is the RMS level (0..1) from ``totalAudioEnergy``.
+    """
+    seconds = after["t"] - before["t"]
+    out: dict[str, Any] = {"seconds": round(seconds, 2), "session_changed": before.get("session") != after.get("session")}
+    if after.get("video"):
+        v0, v1 = before.get("video") or {}, after["video"]
+        out["video_frames"] = v1["framesDecoded"] - v0.get("framesDecoded", 0)
+        out["video_fps"] = round(out["video_frames"] / seconds, 2) if seconds > 0 else 0.0
+        out["video_dropped"] = v1["framesDropped"] - v0.get("framesDropped", 0)
+        out["video_size"] = [v1["frameWidth"], v1["frameHeight"]]
+        out["video_codec"] = v1["mimeType"]
+        out["freezes"] = v1["freezeCount"] - v0.get("freezeCount", 0)
+    if after.get("audio"):
+        a0, a1 = before.get("audio") or {}, after["audio"]
+        received = a1["totalSamplesReceived"] - a0.get("totalSamplesReceived", 0)
+        concealed = a1["concealedSamples"] - a0.get("concealedSamples", 0)
+        energy = a1["totalAudioEnergy"] - a0.get("totalAudioEnergy", 0)
+        duration = a1["totalSamplesDuration"] - a0.get("totalSamplesDuration", 0)
+        out["audio_seconds"] = round((received - concealed) / 48000, 2)
+        out["audio_concealed_s"] = round(concealed / 48000, 3)
+        out["audio_rms"] = round((energy / duration) ** 0.5, 4) if duration > 0 else 0.0
+        out["audio_codec"] = a1["mimeType"]
+    return out
+
+
+async def open_viewer(harness: BrowserHarness, ws_url: str, room: str, streamid: str,
+                      password: Optional[str] = None, wait: bool = True, **extra: Any) -> BrowserViewer:
+    """Open a viewer page in ``harness``'s browser; with ``wait`` return once it joined.
+
+    The caller closes it (``await viewer.close()``); closing the harness closes
+    its browser, and with it any page left open."""
+    query = {"ws": ws_url, "room": room, "streamid": streamid}
+    if password is not None:
+        query["password"] = password
+    query.update({k: v for k, v in extra.items() if v is not None})
+    context = await harness.browser.new_context()
+    page = await context.new_page()
+    viewer = BrowserViewer(f"viewer-{streamid}", context, page)
+    await page.goto(f"{harness.server.url}/viewer.html?{urlencode(query)}")
+    if wait:
+        await viewer.wait_joined()
+    return viewer

@@ -235,3 +235,117 @@ def _count_frames(result: dict, kind: str, frames) -> None:
                 result["sizes"].append(size)
         else:
             result["audio_samples"] += frame.samples
+
+
+# ---------------------------------------------------------------- whole media files
+
+#: Encoder options for files "as users have them": libx264's defaults use
+#: B-frames; ``b-adapt=0`` makes sure every mini-GOP has them.
+X264_BFRAMES = {"x264-params": "bframes=3:b-adapt=0"}
+X264_BASELINE = {"profile": "baseline"}
+
+
+def write_media_file(
+    path: str,
+    video: str | None = None,
+    audio: str | None = None,
+    seconds: float = 2.0,
+    fps: int = 15,
+    size: tuple[int, int] = (320, 240),
+    video_options: dict | None = None,
+    audio_rate: int = 48000,
+    audio_layout: str = "stereo",
+    tone_hz: int = 440,
+    container_format: str | None = None,
+    pix_fmt: str = "yuv420p",
+) -> str:
+    """Write a media file with PyAV: ``testsrc2`` video and a sine tone.
+
+    ``video``/``audio`` are PyAV encoder names (``"libx264"``, ``"libvpx"``,
+    ``"aac"``, ``"libopus"``, ``"vorbis"``...) or None for no such stream;
+    the container follows the file name (or ``container_format``); ``pix_fmt``
+    is the encoded picture format (e.g. ``"yuv444p"``).  Audio is
+    converted to the encoder's sample format; the native Vorbis encoder is
+    experimental and gets ``strict=experimental``.  Returns ``path``.
+    """
+    out = av.open(path, "w", format=container_format)
+    try:
+        vstream = astream = None
+        if video:  # every stream is added before the first packet is muxed
+            vstream = out.add_stream(video, rate=fps)
+            vstream.width, vstream.height = size
+            vstream.pix_fmt = pix_fmt
+            if video_options:
+                vstream.codec_context.options = dict(video_options)
+        if audio:
+            astream = out.add_stream(audio, rate=audio_rate, layout=audio_layout)
+            if audio == "vorbis":
+                astream.codec_context.options = {"strict": "experimental"}
+        packets = []
+        if vstream is not None:
+            source = av.open(f"testsrc2=size={size[0]}x{size[1]}:rate={fps}", format="lavfi")
+            try:
+                for i, frame in enumerate(source.decode(video=0)):
+                    if i >= round(seconds * fps):
+                        break
+                    frame = frame.reformat(format=pix_fmt)
+                    frame.pts, frame.time_base = i, Fraction(1, fps)
+                    frame.pict_type = av.video.frame.PictureType.NONE  # lavfi marks all "I"
+                    packets += vstream.encode(frame)
+                packets += vstream.encode(None)
+            finally:
+                source.close()
+        if astream is not None:
+            ctx = astream.codec_context
+            resampler = av.AudioResampler(format=ctx.format.name, layout=audio_layout, rate=audio_rate,
+                                          frame_size=ctx.frame_size or 1024)
+            source = av.open(f"sine=frequency={tone_hz}:sample_rate={audio_rate}", format="lavfi")
+            total, written = round(seconds * audio_rate), 0
+            try:
+                for frame in source.decode(audio=0):
+                    if written >= total:
+                        break
+                    for chunk in resampler.resample(frame):
+                        chunk.pts, chunk.time_base = written, Fraction(1, audio_rate)
+                        written += chunk.samples
+                        packets += astream.encode(chunk)
+                packets += astream.encode(None)
+            finally:
+                source.close()
+
+        def when(packet):  # interleaved by decode time, as muxers expect
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            return float((stamp or 0) * packet.time_base)
+
+        for packet in sorted(packets, key=when):
+            out.mux(packet)
+    finally:
+        out.close()
+    return path
+
+
+def video_reorders(path: str) -> bool:
+    """True when the file's video packets (decode order) go back in presentation time (B-frames)."""
+    with av.open(path) as container:
+        last = None
+        for packet in container.demux(container.streams.video[0]):
+            if packet.pts is None or not packet.size:
+                continue
+            if last is not None and packet.pts < last:
+                return True
+            last = packet.pts if last is None else max(last, packet.pts)
+    return False
+
+
+def describe_media_file(path: str) -> dict:
+    """Codec, format, rate and layout of a file's first video and audio stream."""
+    with av.open(path) as container:
+        out = {"format": container.format.name, "video": None, "audio": None}
+        if container.streams.video:
+            ctx = container.streams.video[0].codec_context
+            out["video"] = {"codec": ctx.name, "profile": ctx.profile, "width": ctx.width, "height": ctx.height}
+        if container.streams.audio:
+            ctx = container.streams.audio[0].codec_context
+            out["audio"] = {"codec": ctx.name, "format": ctx.format.name if ctx.format else None,
+                            "rate": ctx.sample_rate, "layout": ctx.layout.name}
+        return out

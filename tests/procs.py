@@ -31,11 +31,16 @@ class Proc:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, name: str, args: list[str], log_dir: Path, env: Optional[dict] = None) -> "Proc":
+    async def start(cls, name: str, args: list[str], log_dir: Path, env: Optional[dict] = None,
+                    prefix: Optional[list[str]] = None, python: Optional[str] = None) -> "Proc":
+        """Run ``[*prefix, python, *args]``: ``python`` defaults to this interpreter,
+        ``prefix`` (e.g. ``ip netns exec NS``) must exec the command in place so
+        that signals reach the program itself."""
         log_dir.mkdir(parents=True, exist_ok=True)
         stderr = open(log_dir / f"{name}.err", "wb")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=str(log_dir), stdout=asyncio.subprocess.PIPE, stderr=stderr,
+            *(prefix or []), python or sys.executable, *args, cwd=str(log_dir), stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         stderr.close()
@@ -99,10 +104,11 @@ class Proc:
         return [json.loads(line[6:]) for line in self.lines if line.startswith("STATS ")]
 
 
-async def start_server(log_dir: Path, mode: str = "official", port: int = 0) -> tuple[Proc, str]:
+async def start_server(log_dir: Path, mode: str = "official", port: int = 0,
+                       prefix: Optional[list[str]] = None) -> tuple[Proc, str]:
     """Start ``handshake_server.py``; returns the process and its URL."""
     args = [str(ROOT / "handshake_server.py"), "--port", str(port), "--mode", mode]
-    proc = await _start_ready(f"server-{mode}", args, log_dir, r"listening on ws://")
+    proc = await _start_ready(f"server-{mode}", args, log_dir, r"listening on ws://", prefix=prefix)
     return proc, re.search(r"ws://\S+", next(line for line in proc.lines if "listening on" in line)).group(0)
 
 
@@ -114,9 +120,11 @@ def publisher_args(url: str, room: Optional[str], stream: str, *extra: str, code
     ]
 
 
-async def _start_ready(name: str, args: list[str], log_dir: Path, ready: str) -> Proc:
-    """Start a process and wait for its readiness line (stopping it if that never comes)."""
-    proc = await Proc.start(name, args, log_dir)
+async def _start_ready(name: str, args: list[str], log_dir: Path, ready: str, **start_kw) -> Proc:
+    """Start a process and wait for its readiness line (stopping it if that never comes).
+
+    ``start_kw`` goes to :meth:`Proc.start` (``prefix``, ``python``, ``env``)."""
+    proc = await Proc.start(name, args, log_dir, **start_kw)
     try:
         await proc.wait_for(ready, timeout=20)
     except BaseException:
@@ -130,10 +138,11 @@ async def start_publisher(log_dir: Path, url: str, room: Optional[str], stream: 
                               r"^publishing stream")
 
 
-async def start_recorder(log_dir: Path, url: str, room: str, *extra: str, name: str = "recorder") -> Proc:
+async def start_recorder(log_dir: Path, url: str, room: str, *extra: str, name: str = "recorder",
+                         prefix: Optional[list[str]] = None) -> Proc:
     args = [str(ROOT / "publish.py"), "--server", url, "--room", room, "--record-room",
             "--record-dir", str(log_dir / "rec"), "--no-status", *extra]
-    return await _start_ready(name, args, log_dir, r"^recording room")
+    return await _start_ready(name, args, log_dir, r"^recording room", prefix=prefix)
 
 
 def load_manifest(record_dir: Path) -> dict:

@@ -146,6 +146,34 @@ def test_late_audio_is_preceded_by_silence(tmp_path, codec):
     assert abs(info["audio_start"] - info["video_start"]) < 0.025
 
 
+def test_multi_slice_idr_with_repeated_parameter_sets_stays_one_picture(tmp_path):
+    """GStreamer's ``rtph264pay config-interval=-1`` puts SPS/PPS before every slice of
+    an IDR (x264 with threads: one slice per thread): written as it came, a demuxer
+    splits each keyframe into two pictures (seen with GStreamer publishers)."""
+    packets = mh.encode_video("h264", 30, gop=10, extra_options=(("x264-params", "slices=2"),))
+    start = b"\x00\x00\x00\x01"
+
+    def as_gstreamer_sends(frame: bytes) -> bytes:
+        nals = bitstream.split_nal_units(frame)
+        params = [n for n in nals if n[0] & 0x1F in (7, 8)]
+        out = []
+        for nal in nals:
+            if nal[0] & 0x1F == 5:
+                out += params  # parameter sets again before every IDR slice
+            out.append(nal)
+        return b"".join(start + n for n in out)
+
+    sent = [p._replace(data=as_gstreamer_sends(p.data)) if p.is_key else p for p in packets]
+    assert sum(1 for n in bitstream.split_nal_units(sent[0].data) if n[0] & 0x1F == 5) == 2
+    muxer = PassthroughMuxer(str(tmp_path / "slices"), "h264", None)
+    for packet in sent:
+        muxer.write_video(packet.data, packet.pts_us, packet.is_key)
+    stats = muxer.close()
+    info = mh.decode_file(muxer.path)
+    assert info["errors"] == []
+    assert info["video_frames"] == stats.video_frames == len(packets)
+
+
 def test_h264_idr_without_parameter_sets_uses_cached_ones(tmp_path):
     video = mh.encode_video("h264", 30, gop=30)
     nals = bitstream.split_nal_units(video[0].data)

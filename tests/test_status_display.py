@@ -43,7 +43,7 @@ async def test_live_table_on_a_terminal(tmp_path):
         )
         os.close(slave)
         try:
-            screen = await asyncio.to_thread(read_until, master, r"alice\s*│\s*recording\s*│\s*vp8\s*│\s*opus", 40)
+            screen = await asyncio.to_thread(read_until, master, r"alice\s*│\s*recording\s*│\s*vp8\s*│\s*opus\s*│\s*\d+x\d+\s*│\s*[1-9]\d*\s*│", 40)
             assert "Recording room r" in screen
             proc.send_signal(signal.SIGINT)
             summary = await asyncio.to_thread(read_until, master, r"manifest: ", 20)
@@ -57,7 +57,8 @@ async def test_live_table_on_a_terminal(tmp_path):
 
 def test_table_and_sizes():
     row = {"stream": "alice", "state": "recording", "video": "vp8", "audio": "opus", "resolution": "320x240",
-           "frames": 12, "bytes": 2048, "seconds": 3, "file": "x.mkv"}
+           "kbps": 812, "frames": 12, "bytes": 2048, "seconds": 3, "file": "x.mkv"}
     table = status_table([row], "t")
-    assert table.row_count == 1 and len(table.columns) == 9
+    assert table.row_count == 1 and len(table.columns) == 10
+    assert "812" in table.columns[5]._cells
     assert human_bytes(512) == "512 B" and human_bytes(1536) == "1.5 KiB" and human_bytes(3 * 1024**3) == "3.0 GiB"

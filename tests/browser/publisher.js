@@ -17,8 +17,18 @@
 //    codec preferences: then only the viewer's answer order can pick another codec;
 //  * answers pings, pings itself, handles `bye`, sends `bye` on stop/unload;
 //  * encrypts description/candidates/candidate with AES-256-CBC when a password is set.
+//  * honours the viewer's `{"bitrate": kbps}` data-channel request like the VDO.Ninja app:
+//    maxBitrate = kbps * 1000 on every encoding of its video senders (setParameters), kept
+//    across renegotiations; the last value is in publisherInfo.requestedBitrate (kbps).
 // Test hooks: window.publisherState, window.publisherInfo, window.publisherStats(),
 // window.stopPublisher(), window.setVideoScale(f), window.applyVideoConstraints(c).
+// With `report=<name>` (browsers without a driver, e.g. Firefox) the page also POSTs
+// {state, info, stats, ...} to /report/<name> every `reportms` ms and on every state
+// change, and runs the commands in the reply: {"command": "stop"} (then a last report
+// with `final`: the stats taken before the bye), {"command": "join"} (with
+// `joinon=command` the page opens the camera, reports state "media" and joins the room
+// only then) and {"command": "call", "id", "fn", "args"} (window[fn](...args); the
+// result comes back in the next report's `results`).
 "use strict";
 
 (function () {
@@ -42,6 +52,9 @@
     trace: params.get("trace") === "1", // record when audio and video start leaving
     // "0": ignore the viewer's preferVideoCodec (and `codec`); offer the browser's default order.
     honorprefer: !["0", "false", "off", "no"].includes((params.get("honorprefer") || "1").toLowerCase()),
+    report: params.get("report"), // name to POST reports to (/report/<name>); none: no reports
+    reportms: parseInt(params.get("reportms") || "250", 10),
+    joinon: params.get("joinon") || "load", // "command": join the room on {"command": "join"} (needs report)
   };
 
   const info = {
@@ -55,6 +68,9 @@
     plainIn: 0, // ... and those that were not
     errors: [],
     closedSessions: [],
+    requestedBitrate: null, // kbps of the last {"bitrate": kbps} a viewer asked for
+    bitrateRequests: [], // every such request: {session, kbps}
+    userAgent: navigator.userAgent,
   };
   window.publisherInfo = info;
   window.publisherState = "starting";
@@ -285,6 +301,8 @@
       this.mediaRequest = null; // the viewer's media request, as received
       this.offerVideo = null; // m=video of our media offer: {mline, codecs: ["PT name/clock fmtp", ...]}
       this.answerVideo = null; // ... and of the viewer's answer to it
+      this.bitrateKbps = null; // the viewer's {"bitrate": kbps} request, applied to every video sender
+      this.paramsChain = Promise.resolve(); // keeps getParameters/setParameters pairs apart
       this.pc.onicecandidate = (e) => this.onLocalCandidate(e.candidate);
       this.pc.onconnectionstatechange = () => {
         const st = this.pc.connectionState;
@@ -377,6 +395,8 @@
         this.answerVideo = videoSection(desc.sdp);
         log("session", this.id, "media negotiated, video", JSON.stringify(this.negotiatedVideo));
       }
+      // A renegotiation must not lose the viewer's bitrate cap.
+      if (this.bitrateKbps !== null) await this.applyBitrate();
       updateState();
     }
 
@@ -420,6 +440,53 @@
       const cands = normaliseCandidates(msg);
       if (cands.length) await this.addCandidates(cands);
       if (("audio" in msg || "video" in msg) && !this.mediaRequested) await this.onMediaRequest(msg);
+      if ("bitrate" in msg) await this.onBitrateRequest(msg.bitrate);
+    }
+
+    // {"bitrate": kbps} from the viewer (the VDO.Ninja app's way of capping a sender):
+    // maxBitrate = kbps * 1000 on the encodings of every video sender; 0 or less lifts the cap.
+    async onBitrateRequest(value) {
+      const kbps = Number(value);
+      if (!Number.isFinite(kbps)) {
+        fail("session " + this.id + ": bad bitrate request " + JSON.stringify(value));
+        return;
+      }
+      log("session", this.id, "bitrate request", kbps, "kbps");
+      this.bitrateKbps = kbps;
+      info.requestedBitrate = kbps;
+      info.bitrateRequests.push({ session: this.id, kbps });
+      await this.applyBitrate();
+    }
+
+    videoSenders() {
+      return this.pc.getSenders().filter((s) => s.track && s.track.kind === "video");
+    }
+
+    // getParameters -> mutate(encoding) -> setParameters on every video sender, one at a time.
+    updateVideoEncodings(mutate, what) {
+      const run = async () => {
+        for (const sender of this.videoSenders()) {
+          const p = sender.getParameters();
+          if (!p.encodings || !p.encodings.length) p.encodings = [{}];
+          for (const encoding of p.encodings) mutate(encoding);
+          try {
+            await sender.setParameters(p);
+          } catch (err) {
+            if (!this.closed) fail("session " + this.id + ": setParameters (" + what + ") failed: " + err);
+          }
+        }
+      };
+      this.paramsChain = this.paramsChain.then(run, run);
+      return this.paramsChain;
+    }
+
+    applyBitrate() {
+      if (this.bitrateKbps === null || this.closed) return Promise.resolve();
+      const kbps = this.bitrateKbps;
+      return this.updateVideoEncodings((e) => {
+        if (kbps > 0) e.maxBitrate = Math.round(kbps * 1000);
+        else delete e.maxBitrate;
+      }, "maxBitrate " + kbps + " kbps");
     }
 
     async onMediaRequest(req) {
@@ -439,6 +506,7 @@
           const transceiver = this.pc.getTransceivers().find((t) => t.sender === this.videoSender);
           setVideoCodecPreference(transceiver, codec);
         }
+        if (this.bitrateKbps !== null) await this.applyBitrate();
       }
       if (!wantAudio && !wantVideo) return;
       // Renegotiation offer over the data channel; the answer comes back on it too.
@@ -508,6 +576,7 @@
         if (s.type !== "outbound-rtp") return;
         const codec = s.codecId ? byId.get(s.codecId) : null;
         const common = {
+          timestamp: s.timestamp, // ms: for rates between two samples
           ssrc: s.ssrc,
           packetsSent: s.packetsSent,
           bytesSent: s.bytesSent,
@@ -516,6 +585,8 @@
           payloadType: codec ? codec.payloadType : null,
         };
         if (s.kind === "video") {
+          // Firefox gives no encoderImplementation, keyFramesEncoded, qualityLimitationReason
+          // or scalabilityMode (left undefined, i.e. absent from JSON).
           out.video = Object.assign(common, {
             framesEncoded: s.framesEncoded,
             framesSent: s.framesSent,
@@ -530,6 +601,23 @@
           out.audio = common;
         }
       });
+      // Fields older engines may lack, filled from what they do give (listed in `derived`).
+      const derived = [];
+      if (out.video && out.video.framesSent === undefined && out.video.framesEncoded !== undefined) {
+        out.video.framesSent = out.video.framesEncoded;
+        derived.push("video.framesSent<-framesEncoded");
+      }
+      if (out.video && !out.video.mimeType && this.negotiatedVideo && this.negotiatedVideo.rtpmap) {
+        out.video.mimeType = "video/" + this.negotiatedVideo.rtpmap.split("/")[0];
+        derived.push("video.mimeType<-answer");
+      }
+      if (derived.length) out.derived = derived;
+      if (out.video && this.videoSender) {
+        // What the sender is set to: the viewer's bitrate cap lands here (bps).
+        const encodings = this.videoSender.getParameters().encodings || [];
+        out.video.maxBitrate = encodings.length && encodings[0].maxBitrate !== undefined ? encodings[0].maxBitrate : null;
+      }
+      out.requestedBitrate = this.bitrateKbps;
       return out;
     }
   }
@@ -618,14 +706,96 @@
   }
 
   function updateState() {
+    const before = window.publisherState;
     if (stopped) {
       window.publisherState = "stopped";
-      return;
+    } else if (info.joined) {
+      let n = 0;
+      for (const s of sessions.values()) if (s.media && s.pc.connectionState === "connected") n++;
+      window.publisherState = "connected-" + n;
     }
-    if (!info.joined) return;
-    let n = 0;
-    for (const s of sessions.values()) if (s.media && s.pc.connectionState === "connected") n++;
-    window.publisherState = "connected-" + n;
+    if (window.publisherState !== before) reportSoon();
+  }
+
+  // ------------------------------------------------------------------ reports (?report=NAME)
+
+  // POST {state, info, stats, ...} to /report/NAME (one at a time) every cfg.reportms and
+  // soon after a state change; run the commands the test server answers with.
+  let reportWake = null; // resolves the wait between two reports
+  let reportsDone = false;
+  let reportSeq = 0;
+  let joinReady = false; // joinon=command: the camera is open, waiting for "join"
+  const results = {}; // command id -> {value} | {error}, sent with the next report
+
+  function reportSoon() {
+    if (reportWake) reportWake();
+  }
+
+  async function postReport(extra) {
+    const body = Object.assign(
+      { seq: ++reportSeq, time: Date.now(), state: window.publisherState, info, stats: await window.publisherStats() },
+      extra || {},
+    );
+    for (const id of Object.keys(results)) {
+      body.results = body.results || {};
+      body.results[id] = results[id];
+      delete results[id];
+    }
+    const response = await fetch("/report/" + encodeURIComponent(cfg.report), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      cache: "no-store",
+    });
+    if (!response.ok) throw new Error("report refused: HTTP " + response.status);
+    return (await response.json()).commands || [];
+  }
+
+  async function runCommand(cmd) {
+    if (cmd.command === "stop") {
+      const stats = stopped ? [] : await window.stopPublisher();
+      reportsDone = true;
+      await postReport({ final: stats });
+    } else if (cmd.command === "join") {
+      if (!joinReady || ws) fail("join command while not waiting to join (state " + window.publisherState + ")");
+      else connectSocket();
+    } else if (cmd.command === "call") {
+      try {
+        const fn = window[cmd.fn];
+        if (typeof fn !== "function") throw new Error("no window." + cmd.fn + "()");
+        const value = await fn.apply(window, cmd.args || []);
+        results[cmd.id] = { value: value === undefined ? null : value };
+      } catch (err) {
+        results[cmd.id] = { error: String(err) };
+      }
+      reportSoon();
+    } else {
+      fail("unknown command " + JSON.stringify(cmd));
+    }
+  }
+
+  async function reportLoop() {
+    let failures = 0;
+    while (!reportsDone) {
+      let commands = [];
+      try {
+        commands = await postReport();
+        failures = 0;
+      } catch (err) {
+        // The test server may be gone (test over); say so once in a while, never throw.
+        if (++failures % 20 === 1) console.warn("[publisher " + cfg.streamid + "] report failed: " + err);
+      }
+      for (const cmd of commands) await runCommand(cmd);
+      if (reportsDone) break;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, cfg.reportms);
+        reportWake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      reportWake = null;
+    }
   }
 
   // ------------------------------------------------------------------ test hooks
@@ -646,13 +816,13 @@
   };
 
   // Downscale what every viewer receives (1 = full size).
+  // (Other encoding fields, e.g. a viewer's maxBitrate, stay as they are.)
   window.setVideoScale = async function (factor) {
     for (const s of sessions.values()) {
       if (!s.videoSender) continue;
-      const p = s.videoSender.getParameters();
-      if (!p.encodings || !p.encodings.length) p.encodings = [{}];
-      p.encodings[0].scaleResolutionDownBy = factor;
-      await s.videoSender.setParameters(p);
+      await s.updateVideoEncodings((e) => {
+        e.scaleResolutionDownBy = factor;
+      }, "scaleResolutionDownBy " + factor);
     }
   };
 
@@ -680,11 +850,16 @@
     const preview = document.getElementById("preview");
     if (preview) preview.srcObject = localStream;
     window.publisherState = "media";
-    connectSocket();
+    reportSoon();
+    // joinon=command: camera open, but join only on the test's {"command": "join"}.
+    if (cfg.joinon === "command") joinReady = true;
+    else connectSocket();
   }
 
+  if (cfg.report) reportLoop();
   main().catch((err) => {
     fail("start-up failed: " + err);
     window.publisherState = "error";
+    reportSoon();
   });
 })();
