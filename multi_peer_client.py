@@ -18,10 +18,10 @@ import os
 import time
 from typing import Any, Optional
 
-import vdo_protocol as vp
-from manifest import RecordingManifest
+from ninja_publish.protocol import wire as vp
+from ninja_publish.recording.manifest import RecordingManifest
 from plugins import call_hook
-from stream_recorder import StreamRecorder
+from ninja_publish.recording.recorder import StreamRecorder
 
 log = logging.getLogger("room")
 

@@ -21,13 +21,13 @@ import signal
 import sys
 from typing import Any, Optional
 
-import passthrough
-import vdo_protocol as vp
-from media_sources import MediaSource
-from peer_common import rtc_configuration
+from ninja_publish.aiortc_adapter import frame_tap as passthrough
+from ninja_publish.protocol import wire as vp
+from ninja_publish.publishing.sources import MediaSource
+from ninja_publish.webrtc.peer import rtc_configuration
 from plugins import AUTOLOAD_ENV, call_first, call_hook, make_plugin_manager
-from publisher_session import PublisherSession
-from signaling import SignalingConnection
+from ninja_publish.publishing.session import PublisherSession
+from ninja_publish.protocol.signaling import SignalingConnection
 
 log = logging.getLogger("publish")
 

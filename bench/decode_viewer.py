@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
-import passthrough  # noqa: E402
+from ninja_publish.aiortc_adapter import frame_tap as passthrough  # noqa: E402
 import publish  # noqa: E402
 
 COUNTS: dict[str, dict[str, int]] = {}

@@ -14,9 +14,9 @@ import asyncio
 import logging
 import os
 
-import passthrough
+from ninja_publish.aiortc_adapter import frame_tap as passthrough
 from multi_peer_client import MultiPeerClient
-from status_display import print_summary, run_status
+from ninja_publish.recording.status import print_summary, run_status
 
 from . import hookimpl
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import av
 
-from media_sources import beep_samples, marker_block
+from ninja_publish.publishing.sources import beep_samples, marker_block
 
 #: Mean luma of the block above this (between the pattern's ~76 and white 235) is a flash.
 FLASH_LUMA = 180

@@ -17,7 +17,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 from aiortc import rtcdtlstransport, rtcrtpreceiver
 from aiortc.jitterbuffer import JitterFrame
 
-import passthrough
+from ninja_publish.aiortc_adapter import frame_tap as passthrough
 
 
 

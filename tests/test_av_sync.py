@@ -17,8 +17,8 @@ import random
 
 import pytest
 
-import media_sources
-from media_sources import AUDIO_RATE, AUDIO_SAMPLES, MARKER_BEEP_S, ToneTrack, beep_span, is_flash_frame
+from ninja_publish.publishing import sources as media_sources
+from ninja_publish.publishing.sources import AUDIO_RATE, AUDIO_SAMPLES, MARKER_BEEP_S, ToneTrack, beep_span, is_flash_frame
 from procs import Scene, load_manifest
 from sync_markers import beep_onsets, block_luma, find_markers, is_flash, median, mono_samples, pair_offsets
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-import bitstream as bs
+from ninja_publish.codecs import bitstream as bs
 import media_helpers as mh
 
 CODECS = mh.available_video_codecs()

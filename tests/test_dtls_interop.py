@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
-import passthrough
+from ninja_publish.aiortc_adapter import frame_tap as passthrough
 
 #: The cipher string GStreamer's DTLS agent sets (gst-plugins-bad, ext/dtls/gstdtlsagent.c).
 GSTREAMER_CIPHERS = b"ALL:!ADH:!LOW:!EXP:!MD5:@STRENGTH"

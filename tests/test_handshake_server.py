@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from handshake_server import (  # noqa: E402
+from ninja_publish.handshake.server import (  # noqa: E402
     ALERT_STREAM_IN_USE,
     Delivery,
     HandshakeServer,

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from media_timeline import FULL, RtpExtender, StreamTimeline, TrackClock
-from signaling import Backoff
+from ninja_publish.recording.timeline import FULL, RtpExtender, StreamTimeline, TrackClock
+from ninja_publish.protocol.signaling import Backoff
 
 
 def test_extends_across_wraparound():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import plugins
-from handshake_server import HandshakeServer
+from ninja_publish.handshake.server import HandshakeServer
 from plugins import hookimpl, hookspecs, make_plugin_manager
 from procs import start_publisher
 from publish import WebRTCClient, build_parser, parse_args

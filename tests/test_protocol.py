@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-import vdo_protocol as vp
+from ninja_publish.protocol import wire as vp
 
 
 def test_default_stream_suffix():

@@ -30,8 +30,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 import media_helpers as mh
-import vdo_protocol as vp
-from peer_common import add_remote_candidates
+from ninja_publish.protocol import wire as vp
+from ninja_publish.webrtc.peer import add_remote_candidates
 from procs import ROOT, Scene
 
 #: Generated files: 2 s long, so every viewing crosses loop boundaries.
@@ -107,7 +107,7 @@ def test_any_decoded_audio_becomes_what_aiortc_opus_encodes(fmt, rate, layout):
     assertions, come in 20 ms frames, and keep the tone's level."""
     from aiortc.codecs.opus import OpusEncoder
 
-    from media_sources import opus_input_resampler
+    from ninja_publish.publishing.sources import opus_input_resampler
 
     source = av.open(f"sine=frequency=440:sample_rate={rate}", format="lavfi")
     to_input = av.AudioResampler(format=fmt, layout=layout, rate=rate, frame_size=1024)
@@ -133,7 +133,7 @@ def test_any_decoded_audio_becomes_what_aiortc_opus_encodes(fmt, rate, layout):
 
 
 def test_plan_re_encodes_reordered_h264_and_sends_the_rest_as_is(media_files, tmp_path):
-    from media_sources import probe_file
+    from ninja_publish.publishing.sources import probe_file
 
     baseline_ts = mh.write_media_file(str(tmp_path / "baseline.ts"), video="libx264", audio="aac",
                                       video_options=mh.X264_BASELINE, seconds=1.0, size=(160, 120))
@@ -154,7 +154,7 @@ async def test_decoded_pictures_are_what_aiortc_encoders_take(tmp_path, encoder,
     from aiortc.codecs import get_encoder
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    from media_sources import FileTrack, probe_file
+    from ninja_publish.publishing.sources import FileTrack, probe_file
 
     path = mh.write_media_file(str(tmp_path / "odd.mkv"), video=encoder, size=size, pix_fmt=pix_fmt, seconds=0.5)
     video, _ = probe_file(path)

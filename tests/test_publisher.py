@@ -17,8 +17,8 @@ import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-import vdo_protocol as vp
-from peer_common import add_remote_candidates
+from ninja_publish.protocol import wire as vp
+from ninja_publish.webrtc.peer import add_remote_candidates
 from procs import ROOT, start_publisher, start_server
 
 
@@ -195,7 +195,7 @@ async def test_filesrc_loops_without_reencoding(tmp_path, codec):
     import media_helpers as mh
     from file_checks import check_file
     from procs import Scene, load_manifest
-    from recording_muxer import PassthroughMuxer
+    from ninja_publish.recording.muxer import PassthroughMuxer
 
     muxer = PassthroughMuxer(str(tmp_path / "clip"), codec, "opus")
     for kind, packet in mh.interleave(mh.encode_video(codec, 30, fps=15, gop=15), mh.encode_opus(100)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 
 from procs import Scene, load_manifest
-from rate_meter import RateMeter
+from ninja_publish.recording.rate_meter import RateMeter
 
 RECORD_SECONDS = 6.0
 CAP_KBPS = 300  # aiortc's VP8 encoder goes no lower than 250

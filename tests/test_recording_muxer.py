@@ -11,9 +11,9 @@ import time
 import av
 import pytest
 
-import bitstream
+from ninja_publish.codecs import bitstream
 import media_helpers as mh
-from recording_muxer import MuxerStats, PassthroughMuxer, extension_for
+from ninja_publish.recording.muxer import MuxerStats, PassthroughMuxer, extension_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -293,7 +293,7 @@ def test_huge_start_and_backward_steps(tmp_path, codec, start_us):
 CHILD = r"""
 import sys, time
 import media_helpers as mh
-from recording_muxer import PassthroughMuxer
+from ninja_publish.recording.muxer import PassthroughMuxer
 codec = sys.argv[2]
 video, audio = mh.encode_video(codec, 60, gop=30), mh.encode_opus(100)
 muxer = PassthroughMuxer(sys.argv[1], codec, "opus")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-import vdo_protocol as vp
+from ninja_publish.protocol import wire as vp
 from file_checks import check_file
 from procs import Proc, Scene, load_manifest, start_server
 

@@ -35,7 +35,7 @@ from aiortc.jitterbuffer import JitterBuffer  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
 from aiortc.sdp import SessionDescription  # noqa: E402
 
-import rtp_codecs  # noqa: E402
+from ninja_publish.aiortc_adapter import receive_codecs as rtp_codecs  # noqa: E402
 
 # aiortc's original functions, captured before registration.
 ORIGINAL_DEPAYLOAD = aiortc.codecs.depayload

@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
-import vdo_protocol as vp
+from ninja_publish.protocol import wire as vp
 from multi_peer_client import MultiPeerClient, session_key
-from peer_common import local_candidates
+from ninja_publish.webrtc.peer import local_candidates
 from plugins import make_plugin_manager
 
 

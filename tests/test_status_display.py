@@ -13,7 +13,7 @@ import sys
 import time
 
 from procs import ROOT, Scene
-from status_display import human_bytes, status_table
+from ninja_publish.recording.status import human_bytes, status_table
 
 
 def read_until(fd: int, pattern: str, timeout: float) -> str:

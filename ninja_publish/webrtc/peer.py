@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
-import vdo_protocol as vp
+from ninja_publish.protocol import wire as vp
 
 log = logging.getLogger("peer")
 

@@ -36,7 +36,7 @@ from fractions import Fraction
 
 import av
 
-import bitstream
+from ninja_publish.codecs import bitstream
 
 __all__ = [
     "MuxerStats",

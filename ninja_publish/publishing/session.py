@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-import passthrough
-import vdo_protocol as vp
-from media_sources import MediaSource
-from peer_common import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, local_candidates
+from ninja_publish.aiortc_adapter import frame_tap as passthrough
+from ninja_publish.protocol import wire as vp
+from ninja_publish.publishing.sources import MediaSource
+from ninja_publish.webrtc.peer import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, local_candidates
 
 log = logging.getLogger("publisher")
 

@@ -19,13 +19,13 @@ from typing import Any, Callable, Optional
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-import bitstream
-import passthrough
-import vdo_protocol as vp
-from media_timeline import MAX_SR_DISAGREEMENT_S, StreamTimeline
-from peer_common import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, ice_ufrags, local_candidates
-from rate_meter import RateMeter
-from recording_muxer import PassthroughMuxer
+from ninja_publish.codecs import bitstream
+from ninja_publish.aiortc_adapter import frame_tap as passthrough
+from ninja_publish.protocol import wire as vp
+from ninja_publish.recording.timeline import MAX_SR_DISAGREEMENT_S, StreamTimeline
+from ninja_publish.webrtc.peer import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, ice_ufrags, local_candidates
+from ninja_publish.recording.rate_meter import RateMeter
+from ninja_publish.recording.muxer import PassthroughMuxer
 
 log = logging.getLogger("recorder")
 

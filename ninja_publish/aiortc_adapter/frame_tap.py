@@ -32,7 +32,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtcpSrPacket
 
-import rtp_codecs
+from ninja_publish.aiortc_adapter import receive_codecs as rtp_codecs
 
 log = logging.getLogger("passthrough")
 
