@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo test test-fast typecheck bench clean
 
 setup: system-deps $(STAMP)   # everything the tests need
 
@@ -21,8 +21,14 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)                # no browser needed
 	$(PY) demo.py
 
-test: setup
+test: setup typecheck          # everything: unit, integration (real processes), browsers
 	$(PY) -m pytest
+
+test-fast: $(STAMP) typecheck  # for iterating: the unit tests only (about a minute)
+	$(PY) -m pytest tests/unit
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) bench/record_cost.py

@@ -1,7 +1,10 @@
 """MultiPeerClient: records every stream of a room over the client's one WebSocket.
 
-It sits behind the client's ``dispatch_message`` hook and routes signaling by
-(``UUID``, ``session``) to one ``StreamRecorder`` per remote stream.  It
+The room-recording plugin hands it every signaling event (``claim``, behind
+the client's ``dispatch_message`` hook); it routes them by (``UUID``,
+``session``; a null session is a session) to one ``StreamRecorder`` per
+remote stream.  It receives what it needs explicitly (``Signaling``,
+``RecordingSettings``, two callbacks), never the client.  It
 discovers publishers from ``listing``, ``videoaddedtoroom``,
 ``someonejoined``, relayed ``joinroom``/``seed`` and unsolicited offers (so
 join order does not matter on fan-out relays), maps UUID → stream before
@@ -16,51 +19,88 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional
+
+from aiortc import RTCConfiguration
 
 from ninja_publish.protocol import wire as vp
+from ninja_publish.protocol.events import (
+    LEAVE_REQUESTS, Candidates, Description, MemberJoined, PeerLeft, RoomListing, SignalEvent,
+)
 from ninja_publish.recording.manifest import RecordingManifest
-from plugins import call_hook
 from ninja_publish.recording.recorder import StreamRecorder
 
-log = logging.getLogger("room")
+log = logging.getLogger(__name__)
 
-LEAVE_REASONS = ("bye", "hangup", "cleanup")
 #: Re-asking for the same stream within this many seconds is skipped.
 PLAY_RETRY_S = 10.0
 FINALISE_TIMEOUT_S = 8.0
 
 
-def session_key(value: Any) -> Optional[str]:
-    """The routing session of a message: its ``session`` as a string, or None.
+@dataclass
+class Signaling:
+    """What the recorder needs of the client's one WebSocket: a way to send, and
+    the identity and keys the room uses."""
 
-    A missing, null or empty session is one key (None): Raspberry Ninja
-    publishers send ``"session": null`` to a viewer whose request had none.
-    """
-    if value is None or value == "":
-        return None
-    return str(value)
+    send: Callable[[dict], None]
+    identity: vp.Identity
+    cipher: Optional[vp.FieldCipher]
+    ice_configuration: RTCConfiguration
+    room: Optional[str] = None
+    room_wire: Optional[str] = None
+
+
+@dataclass
+class RecordingSettings:
+    """Where and what to record (from the command line)."""
+
+    record_dir: str
+    prefix: str
+    streams: list[str] = field(default_factory=list)   # --record-streams (plain or suffixed ids)
+    single_stream: Optional[str] = None                # --record STREAMID without --record-room
+    noaudio: bool = False
+    novideo: bool = False
+    prefer_codec: Optional[str] = None
+    bitrate_kbps: int = 0
+
+    def recorder_options(self) -> dict[str, Any]:
+        return {"noaudio": self.noaudio, "novideo": self.novideo, "prefer_codec": self.prefer_codec,
+                "record_bitrate": self.bitrate_kbps}
+
+
+#: ``on_opened(stream_id, path, video_codec, audio_codec)``: a file was opened.
+OpenedCallback = Callable[[str, str, Optional[str], Optional[str]], Awaitable[Any]]
+#: ``on_finalised(entry)``: a file was closed; ``entry`` is its manifest entry.
+FinalisedCallback = Callable[[dict], Awaitable[Any]]
+
+
+async def _nothing(*args: Any) -> None:
+    return None
 
 
 class MultiPeerClient:
     """Routes signaling to per-stream recorders; one per (UUID, session)."""
 
-    def __init__(self, client, record_dir: str, prefix: str, streams: Optional[list[str]] = None,
-                 options: Optional[dict] = None, single_stream: Optional[str] = None) -> None:
-        self.client = client
-        self.identity: vp.Identity = client.identity
-        self.record_dir = record_dir
-        self.prefix = vp.sanitize_for_filename(prefix, 64)
-        self.filters = [s for s in (streams or []) if s]
-        self.options = options or {}
-        self.bitrate_kbps = int(self.options.get("record_bitrate") or 0)
-        self.single_stream = single_stream
+    def __init__(self, signaling: Signaling, settings: RecordingSettings,
+                 on_opened: OpenedCallback = _nothing, on_finalised: FinalisedCallback = _nothing) -> None:
+        self.signaling = signaling
+        self.identity = signaling.identity
+        self.settings = settings
+        self.record_dir = settings.record_dir
+        self.prefix = vp.sanitize_for_filename(settings.prefix, 64)
+        self.filters = [s for s in settings.streams if s]
+        self.options = settings.recorder_options()
+        self.bitrate_kbps = settings.bitrate_kbps
+        self.single_stream = settings.single_stream
+        self._on_opened = on_opened
+        self._on_finalised = on_finalised
         self.members: dict[str, str] = {}          # UUID → wire stream id
         self.requested: dict[str, float] = {}      # UUID → time play was sent
-        self.recorders: dict[tuple[str, str], StreamRecorder] = {}
+        self.recorders: dict[tuple[str, Optional[str]], StreamRecorder] = {}
         self.finished: list[dict] = []
-        self.manifest = RecordingManifest(record_dir, self.prefix, room=client.args.room)
-        self._finishing: set[asyncio.Task] = set()
+        self.manifest = RecordingManifest(settings.record_dir, self.prefix, room=signaling.room)
+        self._finishing: set[asyncio.Future] = set()
         self._ending: set[StreamRecorder] = set()     # finishing, maybe replaced in ``recorders``
 
     # ------------------------------------------------------------------ filters
@@ -78,8 +118,8 @@ class MultiPeerClient:
     def on_connected(self) -> None:
         """After every (re)connect: ask again for a single stream (rooms re-list)."""
         self.requested.clear()
-        if self.single_stream and not self.client.room_wire:
-            self.client.send(vp.play(self.identity.wire_stream_id(self.single_stream), bitrate_kbps=self.bitrate_kbps))
+        if self.single_stream and not self.signaling.room_wire:
+            self.signaling.send(vp.play(self.identity.wire_stream_id(self.single_stream), bitrate_kbps=self.bitrate_kbps))
 
     def discover(self, uuid: str, wire_id: str) -> None:
         """A member publishes ``wire_id``: ask for it unless already recording it."""
@@ -95,56 +135,46 @@ class MultiPeerClient:
             return
         self.requested[uuid] = time.monotonic()
         log.info("requesting %s from %s", self.identity.plain_stream_id(wire_id), uuid)
-        self.client.send(vp.play(wire_id, to=uuid, bitrate_kbps=self.bitrate_kbps))
+        self.signaling.send(vp.play(wire_id, to=uuid, bitrate_kbps=self.bitrate_kbps))
 
     # ------------------------------------------------------------------ routing
 
-    async def route(self, msg: dict) -> bool:
-        """Handle one signaling message; True if it was ours (consumed)."""
-        request = msg.get("request")
-        peer = vp.peer_id_of(msg)
-        if request == "listing":
-            for member in msg.get("list") or []:
-                if isinstance(member, dict) and member.get("UUID") and member.get("streamID"):
-                    self.discover(str(member["UUID"]), str(member["streamID"]))
+    def claim(self, event: SignalEvent) -> Optional[Awaitable[None] | bool]:
+        """Is this signaling event ours?  None: not ours (the client handles it);
+        True: handled; an awaitable: ours, the client awaits the handling.
+
+        Room events (listing, joins, leaves) are handled at once; offers and
+        candidates for our recorders return their (ordered) handling.
+        """
+        if isinstance(event, RoomListing):
+            for member in event.members:
+                if member.stream_id:
+                    self.discover(member.uuid, member.stream_id)
             return True
-        if request in ("videoaddedtoroom", "someonejoined"):
-            if peer and msg.get("streamID"):
-                self.discover(peer, str(msg["streamID"]))
+        if isinstance(event, MemberJoined):
+            if event.stream_id:
+                self.discover(event.uuid, event.stream_id)
             return True
-        if request in ("joinroom", "seed") and "from" in msg:
-            if self.client.in_our_room(msg) and peer and msg.get("streamID"):
-                self.discover(peer, str(msg["streamID"]))
+        if isinstance(event, PeerLeft):
+            self.members.pop(event.uuid, None)
+            self.requested.pop(event.uuid, None)
+            for recorder in self._recorders_of(event.uuid):
+                self._finish_soon(recorder, event.reason)
             return True
-        if request in LEAVE_REASONS:
-            if peer:
-                self.members.pop(peer, None)
-                self.requested.pop(peer, None)
-                for recorder in self._recorders_of(peer):
-                    self._finish_soon(recorder, request)
-            return True
-        desc = msg.get("description")
-        is_offer = isinstance(desc, dict) and desc.get("type") == "offer"
-        if not peer:
-            if is_offer:
+        if isinstance(event, Description) and event.is_offer:
+            if event.uuid is None:
                 log.warning("ignoring an offer that names no peer (no UUID or from)")
-            return False
-        # Raspberry Ninja publishers send "session": null (or none at all) when the
-        # viewer's request carried none: that is a valid session key for this peer.
-        session = session_key(msg.get("session"))
-        if is_offer:
-            await self._on_offer(peer, session, msg, str(desc.get("sdp") or ""))
-            return True
-        recorder = self.recorders.get((peer, session))
-        if recorder is not None and msg.get("candidates"):
-            await recorder.add_candidates(msg["candidates"])
-            return True
-        return recorder is not None
+                return None
+            return self._on_offer(event.uuid, event.session, event.stream_id, event.sdp)
+        if isinstance(event, Candidates) and event.uuid is not None:
+            target = self.recorders.get((event.uuid, event.session))
+            return target.add_candidates(list(event.candidates)) if target is not None else None
+        return None
 
     def _recorders_of(self, uuid: str) -> list[StreamRecorder]:
         return [r for key, r in self.recorders.items() if key[0] == uuid]
 
-    async def _on_offer(self, uuid: str, session: Optional[str], msg: dict, sdp: str) -> None:
+    async def _on_offer(self, uuid: str, session: Optional[str], offered_id: Optional[str], sdp: str) -> None:
         key = (uuid, session)
         recorder = self.recorders.get(key)
         if recorder is not None and (recorder.end_reason is not None or recorder.is_new_connection(sdp)):
@@ -153,7 +183,7 @@ class MultiPeerClient:
             self._finish_soon(recorder, "replaced by a new connection")
             recorder = None
         if recorder is None:
-            wire_id = str(msg.get("streamID") or self.members.get(uuid) or "")
+            wire_id = offered_id or self.members.get(uuid) or ""
             if not wire_id:
                 log.warning("offer from %s names no stream and was not requested: ignored", uuid)
                 return
@@ -175,8 +205,8 @@ class MultiPeerClient:
         safe = vp.sanitize_for_filename(plain)
         path = self._unique_base(f"{self.prefix}_{safe}_{int(time.time())}")
         recorder = StreamRecorder(
-            uuid, session, wire_id, plain, path, self.client.send, self.client.cipher,
-            self.client.ice_configuration, self.options, self._on_recorder_finished, self._on_file_opened,
+            uuid, session, wire_id, plain, path, self.signaling.send, self.signaling.cipher,
+            self.signaling.ice_configuration, self.options, self._on_recorder_finished, self._on_file_opened,
         )
         self.recorders[recorder.key] = recorder
         log.info("recording %s (peer %s, session %s)", plain, uuid, session if session is not None else "null")
@@ -196,7 +226,7 @@ class MultiPeerClient:
         if recorder.end_reason is not None:
             return  # already ending
         self._ending.add(recorder)
-        task = asyncio.ensure_future(recorder.finish(reason))
+        task = asyncio.ensure_future(recorder.finish(reason))  # kept in _finishing until done
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
@@ -205,8 +235,7 @@ class MultiPeerClient:
     async def _on_file_opened(self, recorder: StreamRecorder, path: str) -> None:
         codecs = recorder.writer.codecs
         print(f"recording {recorder.plain_id} -> {path}", flush=True)
-        await call_hook(self.client.pm, "recording_opened", client=self.client, stream_id=recorder.plain_id,
-                        path=path, video_codec=codecs.get("video"), audio_codec=codecs.get("audio"))
+        await self._on_opened(recorder.plain_id, path, codecs.get("video"), codecs.get("audio"))
 
     async def _on_recorder_finished(self, recorder: StreamRecorder, stats: Any) -> None:
         if self.recorders.get(recorder.key) is recorder:  # not yet replaced by a new one
@@ -217,14 +246,14 @@ class MultiPeerClient:
             log.warning("%s ended (%s) before any media was recorded", recorder.plain_id, recorder.end_reason)
         else:
             print(f"finished {recorder.plain_id} -> {entry['file']} ({recorder.end_reason})", flush=True)
-        expected = recorder.end_reason in (*LEAVE_REASONS, "shutdown") or str(recorder.end_reason).startswith("replaced")
+        expected = recorder.end_reason in (*LEAVE_REQUESTS, "shutdown") or str(recorder.end_reason).startswith("replaced")
         if not expected and recorder.stream_wire_id in self.members.values():
             log.warning("%s dropped the recorder (%s) but is still in the room; a Raspberry Ninja publisher "
                         "without --multiviewer serves one viewer, so another viewer may have taken it",
                         recorder.plain_id, recorder.end_reason)
         self.finished.append(entry)
         self.manifest.add(entry)
-        await call_hook(self.client.pm, "recording_finalised", client=self.client, recording=entry)
+        await self._on_finalised(entry)
         if recorder.end_reason != "shutdown":
             # The stream may still be published under another UUID (its publisher
             # reconnected to the server while we were recording the old link).
@@ -245,10 +274,10 @@ class MultiPeerClient:
         waits = {asyncio.ensure_future(r.finished.wait()) for r in everyone}
         if waits:
             _, pending = await asyncio.wait(waits, timeout=FINALISE_TIMEOUT_S)
-            for task in pending:
+            for waiting in pending:
                 log.error("a recording did not finalise within %.0f s", FINALISE_TIMEOUT_S)
-                task.cancel()
-            for task in self._finishing:
-                task.cancel()
+                waiting.cancel()
+            for finishing in self._finishing:
+                finishing.cancel()
         self.manifest.close()
         return self.finished

@@ -21,17 +21,17 @@ import signal
 import sys
 from typing import Any, Optional
 
-from ninja_publish.aiortc_adapter import frame_tap as passthrough
+from ninja_publish import aiortc_adapter
+from ninja_publish.protocol import events
 from ninja_publish.protocol import wire as vp
 from ninja_publish.publishing.sources import MediaSource
-from ninja_publish.webrtc.peer import rtc_configuration
-from plugins import AUTOLOAD_ENV, call_first, call_hook, make_plugin_manager
+from ninja_publish.webrtc.ice import rtc_configuration
+from plugins import AUTOLOAD_ENV, await_me_maybe, call_hook, make_plugin_manager
 from ninja_publish.publishing.session import PublisherSession
 from ninja_publish.protocol.signaling import SignalingConnection
 
-log = logging.getLogger("publish")
+log = logging.getLogger(__name__)
 
-LEAVE_REQUESTS = ("bye", "hangup", "cleanup")
 
 
 class WebRTCClient:
@@ -53,12 +53,15 @@ class WebRTCClient:
         self.my_id = args.puuid or vp.random_id(10)
         self.use_from = not vp.is_official_server(self.server_url)
         self.room_wire = self.identity.wire_room_id(args.room) if args.room else None
-        self.ice_configuration = rtc_configuration(args, self.server_url)
+        self.ice_configuration = rtc_configuration(
+            self.server_url, stun_server=args.stun_server, turn_server=args.turn_server,
+            relay_only=args.ice_transport_policy == "relay")
         #: True when this process publishes a stream (plugins that only view clear it).
         self.publishing = True
-        self.stream_wire: Optional[str] = None
-        self.source = None
-        self.sessions: dict[tuple[str, str], Any] = {}
+        #: the stream we publish when publishing (random when --streamid is absent)
+        self.stream_wire: str = self.identity.wire_stream_id(args.streamid or vp.random_id(8))
+        self.source: Optional[MediaSource] = None
+        self.sessions: dict[tuple[str, str], PublisherSession] = {}
         self.stop_event = asyncio.Event()
         self.exit_code = 0
         self.signaling = SignalingConnection(
@@ -100,53 +103,58 @@ class WebRTCClient:
             return
         await self.dispatch(msg)
 
-    def in_our_room(self, msg: dict) -> bool:
-        """For relayed room messages: does the message's room match ours?"""
-        room = msg.get("roomid")
-        return room is None or (self.room_wire is not None and str(room).lower() == self.room_wire.lower())
-
     async def dispatch(self, msg: dict) -> None:
-        """Route one decoded message: room events and plugins first, then our own handling."""
-        request = msg.get("request")
-        peer = vp.peer_id_of(msg)
-        if request == "alert" or "error" in msg:
-            log.error("server: %s", msg.get("message") or msg.get("error") or msg)
-        if request == "listing":
-            members = [m for m in msg.get("list") or [] if isinstance(m, dict)]
+        """Understand one decoded message once (a typed event), tell the plugins,
+        then handle what no plugin consumed."""
+        event = events.classify(msg, self.room_wire)
+        if isinstance(event, events.ServerAlert):
+            log.error("server: %s", event.message)
+        elif isinstance(event, events.RoomListing):
+            members = [{"UUID": m.uuid, "streamID": m.stream_id} for m in event.members]
             await call_hook(self.pm, "room_listing", client=self, members=members)
-            for member in members:
-                if member.get("streamID") and member.get("UUID"):
-                    await call_hook(self.pm, "stream_added", client=self, uuid=str(member["UUID"]), stream_id=str(member["streamID"]))
-        elif request in ("videoaddedtoroom", "someonejoined") or (
-            request in ("joinroom", "seed") and "from" in msg and self.in_our_room(msg)
-        ):
-            if msg.get("streamID") and peer:
-                await call_hook(self.pm, "stream_added", client=self, uuid=peer, stream_id=str(msg["streamID"]))
-        elif request in LEAVE_REQUESTS and peer:
-            await call_hook(self.pm, "stream_removed", client=self, uuid=peer, stream_id=msg.get("streamID"), reason=request)
-
-        if await call_first(self.pm, "dispatch_message", client=self, msg=msg):
+            for member in event.members:
+                if member.stream_id:
+                    await call_hook(self.pm, "stream_added", client=self, uuid=member.uuid, stream_id=member.stream_id)
+        elif isinstance(event, events.MemberJoined) and event.stream_id:
+            await call_hook(self.pm, "stream_added", client=self, uuid=event.uuid, stream_id=event.stream_id)
+        elif isinstance(event, events.PeerLeft):
+            await call_hook(self.pm, "stream_removed", client=self, uuid=event.uuid, stream_id=event.stream_id,
+                            reason=event.reason)
+        if await self._offer_to_plugins(msg, event):
             return
         if self.publishing:
-            await self._handle_as_publisher(msg, request, peer)
+            await self._handle_as_publisher(event)
 
-    async def _handle_as_publisher(self, msg: dict, request: Optional[str], peer: Optional[str]) -> None:
-        if request == "offerSDP" and peer:
-            await self._start_session(peer)
-        elif request == "play" and peer and self.use_from:
-            if self.identity.matches(str(msg.get("streamID", "")), self.stream_wire):
-                await self._start_session(peer)
-        elif request == "joinroom" and peer and "from" in msg and self.room_wire and self.in_our_room(msg):
-            self.send(vp.seed(self.stream_wire, to=peer))  # announce ourselves to the newcomer
-        elif request in LEAVE_REQUESTS and peer:
-            for session in [s for key, s in self.sessions.items() if key[0] == peer]:
-                await session.close(request)
-        elif peer and msg.get("session") and (msg.get("description") or msg.get("candidates")):
-            session = self.sessions.get((peer, str(msg["session"])))
-            if session is not None:
-                await session.handle_signal(msg)
+    async def _offer_to_plugins(self, msg: dict, event: events.SignalEvent) -> bool:
+        """The ``dispatch_message`` hook (first result wins); True if a plugin consumed it."""
+        try:
+            claimed = self.pm.hook.dispatch_message(client=self, msg=msg, event=event)
+            if claimed is None:
+                return False
+            await await_me_maybe(claimed)
+        except Exception:
+            log.exception("a plugin failed to handle a %s message", type(event).__name__)
+        return True
+
+    async def _handle_as_publisher(self, event: events.SignalEvent) -> None:
+        if isinstance(event, events.ViewRequest):
+            # offerSDP (official servers), or a relayed play naming our stream
+            if event.via == "offerSDP" or (self.use_from and self.identity.matches(event.stream_id or "", self.stream_wire)):
+                await self._start_session(event.uuid)
+        elif isinstance(event, events.MemberJoined) and event.via == "joinroom":
+            self.send(vp.seed(self.stream_wire, to=event.uuid))  # announce ourselves to the newcomer
+        elif isinstance(event, events.PeerLeft):
+            for leaving in [s for key, s in self.sessions.items() if key[0] == event.uuid]:
+                await leaving.close(event.reason)
+        elif isinstance(event, (events.Description, events.Candidates)) and event.uuid and event.session:
+            session = self.sessions.get((event.uuid, event.session))
+            if session is None:
+                log.debug("message for unknown session %s from %s", event.session, event.uuid)
+            elif isinstance(event, events.Description):
+                await session.handle_signal({"description": {"type": event.type, "sdp": event.sdp},
+                                             "candidates": list(event.candidates)})
             else:
-                log.debug("message for unknown session %s from %s", msg.get("session"), peer)
+                await session.handle_signal({"candidates": list(event.candidates)})
 
     async def _start_session(self, viewer: str) -> None:
         mine = [s for key, s in self.sessions.items() if key[0] == viewer]
@@ -158,9 +166,10 @@ class WebRTCClient:
         for old in mine:
             await old.close("replaced")  # a viewer asking again later starts over: one session each
 
+        assert self.source is not None, "setup_publishing() runs before the first viewer"
         session = PublisherSession(
             viewer, self.source, self.stream_wire, self.send, self.cipher,
-            self.ice_configuration, lambda s: self.sessions.pop(s.key, None),
+            self.ice_configuration, self._forget_session,
         )
         self.sessions[session.key] = session
         try:
@@ -169,13 +178,15 @@ class WebRTCClient:
             log.error("could not start a session for viewer %s: %s", viewer, exc)
             await session.close("error")
 
+    def _forget_session(self, session: PublisherSession) -> None:
+        self.sessions.pop(session.key, None)
+
     # ------------------------------------------------------------------ life cycle
 
     def setup_publishing(self) -> None:
         """Prepare the media source and stream id (called when publishing)."""
-        configure_encoder_bitrate(self.args.bitrate)
+        aiortc_adapter.set_encoder_bitrate(self.args.bitrate)
         self.source = MediaSource(self.args)
-        self.stream_wire = self.identity.wire_stream_id(self.args.streamid or vp.random_id(8))
         plain = self.identity.plain_stream_id(self.stream_wire)
         log.info("publishing stream %s (wire id %s)", plain, self.stream_wire)
 
@@ -185,7 +196,7 @@ class WebRTCClient:
 
     async def run(self) -> int:
         """Configure plugins, connect, and run until stopped; returns the exit code."""
-        passthrough.install_interop()  # DTLS suites for RSA-certificate peers (GStreamer)
+        aiortc_adapter.install_interop()  # DTLS suites for RSA-certificate peers (GStreamer)
         await call_hook(self.pm, "configure", args=self.args, client=self)
         if self.publishing:
             self.setup_publishing()
@@ -201,16 +212,6 @@ class WebRTCClient:
         stopper.cancel()
         await asyncio.gather(task, stopper, return_exceptions=True)
         return self.exit_code
-
-
-def configure_encoder_bitrate(kbps: int) -> None:
-    """Make aiortc's VP8 and H.264 encoders aim at ``kbps`` (a process-wide setting)."""
-    from aiortc.codecs import h264, vpx
-
-    bps = max(100, kbps) * 1000
-    for module in (vpx, h264):
-        module.MAX_BITRATE = max(bps, module.MIN_BITRATE)
-        module.DEFAULT_BITRATE = min(bps, module.MAX_BITRATE)
 
 
 # ---------------------------------------------------------------------- command line
@@ -281,7 +282,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[list[str]]) -> ar
     return args
 
 
-def _plugin_options(argv: list[str]) -> tuple[bool, list[str]]:
+def _plugin_options(argv: list[str]) -> tuple[Optional[bool], list[str]]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--no-plugin-autoload", action="store_true")
     pre.add_argument("--disable-plugin", action="append", default=[])

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
-from ninja_publish.aiortc_adapter import frame_tap as passthrough  # noqa: E402
+from ninja_publish import aiortc_adapter  # noqa: E402
 import publish  # noqa: E402
 
 COUNTS: dict[str, dict[str, int]] = {}
@@ -32,7 +32,7 @@ _TASKS: set[asyncio.Task] = set()
 
 
 class _NoKeyframeRequests:
-    """Stands in for passthrough.ReceiverControl: the recorder's periodic PLI
+    """Stands in for aiortc_adapter.ReceiverControl: the recorder's periodic PLI
     (it never sees a keyframe here) would otherwise force keyframes every second."""
 
     def media_ssrc(self):
@@ -43,7 +43,7 @@ class _NoKeyframeRequests:
 
 
 def _decoding_attach(receiver, track, sink):
-    """Replacement for ``passthrough.attach``: no sink, so aiortc decodes."""
+    """Replacement for ``aiortc_adapter.attach``: no sink, so aiortc decodes."""
     recorder = getattr(sink, "_recorder", None)
     name = getattr(recorder, "plain_id", None) or str(id(track))
     counts = COUNTS.setdefault(name, {"video_frames": 0, "audio_frames": 0})
@@ -72,7 +72,7 @@ def _decoding_attach(receiver, track, sink):
 
 
 def main() -> int:
-    passthrough.attach = _decoding_attach
+    aiortc_adapter.attach = _decoding_attach  # the recorder calls aiortc_adapter.attach
     try:
         code = publish.main(sys.argv[1:])
     finally:

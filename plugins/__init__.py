@@ -1,6 +1,7 @@
 """The plugin manager: ``hookimpl`` for plugin authors, built-ins, entry points.
 
-Built-in features are plugins listed in ``DEFAULT_PLUGINS``.  External plugins
+Built-in features are plugins listed in ``DEFAULT_PLUGINS`` (a module, or the
+object its ``plugin_factory()`` returns when the plugin keeps state).  External plugins
 load from the setuptools entry-point group ``ninja_publish`` unless
 ``NINJA_PUBLISH_DISABLE_PLUGIN_AUTOLOAD`` is set (or ``--no-plugin-autoload``
 is given); ``--disable-plugin NAME`` blocks one by name.
@@ -41,7 +42,9 @@ def make_plugin_manager(
         pm.set_blocked(name)
     for module_name in DEFAULT_PLUGINS:
         if not pm.is_blocked(module_name):
-            pm.register(importlib.import_module(module_name), name=module_name)
+            module = importlib.import_module(module_name)
+            factory = getattr(module, "plugin_factory", None)  # a plugin object with state, or the module
+            pm.register(factory() if factory is not None else module, name=module_name)
     if autoload is None:
         autoload = not os.environ.get(AUTOLOAD_ENV)
     if autoload:
@@ -75,22 +78,3 @@ async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list:
         except Exception:
             log.exception("plugin hook %s failed", name)
     return resolved
-
-
-async def call_first(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
-    """Call a ``firstresult`` hook implementation by implementation.
-
-    pluggy would stop at the first awaitable even if it resolves to a falsy
-    value, so each implementation is called in pluggy's order and awaited;
-    the first truthy result wins.  A failing plugin is logged and skipped.
-    """
-    caller = getattr(pm.hook, name)
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            value = await await_me_maybe(impl.function(*[kwargs[a] for a in impl.argnames]))
-        except Exception:
-            log.exception("plugin %s failed in %s", impl.plugin_name, name)
-            continue
-        if value:
-            return value
-    return None

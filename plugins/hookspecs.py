@@ -8,9 +8,14 @@ fails if a hook here lacks a docstring or a test.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Optional, Union
 
 import pluggy
+
+from ninja_publish.protocol.events import SignalEvent
+
+if TYPE_CHECKING:
+    from publish import WebRTCClient
 
 PROJECT_NAME = "ninja_publish"
 
@@ -25,15 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add command-line flags to the ``publish.py`` parser.
 
     Called once while the parser is built, before arguments are parsed.
+
+    :param parser: the ``publish.py`` argument parser.
     """
 
 
 @hookspec
-def configure(args: argparse.Namespace, client: Any) -> Optional[Any]:
-    """Configure from parsed arguments; ``client`` is the WebRTCClient.
+def configure(args: argparse.Namespace, client: "WebRTCClient") -> Optional[Any]:
+    """Configure from parsed arguments.
 
     Called once before the WebSocket connects.  A plugin that takes a role
-    (for example room recording) sets it up here.
+    (for example room recording) sets it up here; an exception aborts the run.
+
+    :param args: the parsed command line.
+    :param client: the ``WebRTCClient`` (its ``send``, ``identity``, ``cipher``...).
     """
 
 
@@ -41,62 +51,91 @@ def configure(args: argparse.Namespace, client: Any) -> Optional[Any]:
 
 
 @hookspec
-def connected(client: Any, reconnect: bool) -> Optional[Any]:
+def connected(client: "WebRTCClient", reconnect: bool) -> Optional[Any]:
     """The WebSocket (re)connected and the client sent its ``joinroom``/``seed``.
 
-    ``reconnect`` is True after the first connection; a viewer plugin re-sends
-    its ``play`` requests here.
+    :param client: the ``WebRTCClient``.
+    :param reconnect: True after the first connection; a viewer plugin re-sends
+        its ``play`` requests here.
     """
 
 
 @hookspec
-def room_listing(client: Any, members: list[dict]) -> Optional[Any]:
+def room_listing(client: "WebRTCClient", members: list[dict]) -> Optional[Any]:
     """The room listing arrived (reply to ``joinroom``).
 
-    ``members`` is the server's list of ``{"UUID": ..., "streamID": ...}``
-    dicts; a member without ``streamID`` is not publishing.
+    :param client: the ``WebRTCClient``.
+    :param members: the server's list of ``{"UUID": ..., "streamID": ...}``
+        dicts; a member without ``streamID`` is not publishing.
     """
 
 
 @hookspec(firstresult=True)
-def dispatch_message(client: Any, msg: dict) -> Optional[Any]:
+def dispatch_message(client: "WebRTCClient", msg: dict, event: SignalEvent) -> Optional[Union[bool, Awaitable[Any]]]:
     """Every decoded signaling message, before the client's own handling.
 
-    Return a truthy value (or an awaitable resolving to one) to consume the
-    message: later plugins and the client itself then do not see it.  The
-    first plugin that claims a message wins.
+    The first-result contract: return None to let the message pass; return
+    True to consume it (handled already), or an awaitable to consume it and
+    have the client await the handling.  The decision is synchronous, so the
+    first plugin that claims a message wins and later plugins and the client
+    itself do not see it.
+
+    :param client: the ``WebRTCClient``.
+    :param msg: the decoded message (fields decrypted, ``candidate`` normalised
+        to ``candidates``).
+    :param event: what the message means, decided once by
+        ``ninja_publish.protocol.events.classify`` (``RoomListing``,
+        ``MemberJoined``, ``PeerLeft``, ``ViewRequest``, ``Description``,
+        ``Candidates``, ``ServerAlert`` or ``Other``).
     """
 
 
 @hookspec
-def stream_added(client: Any, uuid: str, stream_id: str) -> Optional[Any]:
-    """A member of the room publishes ``stream_id`` (the wire id, suffixed when
-    a password is set).  Fired for listing entries and later joiners."""
+def stream_added(client: "WebRTCClient", uuid: str, stream_id: str) -> Optional[Any]:
+    """A member of the room publishes a stream (listing entries and later joiners).
+
+    :param client: the ``WebRTCClient``.
+    :param uuid: the member's id on the server.
+    :param stream_id: the wire id (suffixed when a password is set).
+    """
 
 
 @hookspec
-def stream_removed(client: Any, uuid: str, stream_id: Optional[str], reason: str) -> Optional[Any]:
-    """A member left or stopped publishing (``reason``: bye, hangup, cleanup...)."""
+def stream_removed(client: "WebRTCClient", uuid: str, stream_id: Optional[str], reason: str) -> Optional[Any]:
+    """A member left or stopped publishing.
+
+    :param client: the ``WebRTCClient``.
+    :param uuid: the member's id on the server.
+    :param stream_id: the wire id if the message named one.
+    :param reason: ``bye``, ``hangup`` or ``cleanup``.
+    """
 
 
 # --------------------------------------------------------------------------- recording
 
 
 @hookspec
-def recording_opened(client: Any, stream_id: str, path: str, video_codec: Optional[str], audio_codec: Optional[str]) -> Optional[Any]:
+def recording_opened(client: "WebRTCClient", stream_id: str, path: str, video_codec: Optional[str],
+                     audio_codec: Optional[str]) -> Optional[Any]:
     """A recording file was opened (its first keyframe is being written).
 
-    ``stream_id`` is the plain id; ``path`` the file being written.
+    :param client: the ``WebRTCClient``.
+    :param stream_id: the plain stream id (password suffix removed).
+    :param path: the file being written.
+    :param video_codec: ``h264``, ``vp8``, ``vp9``, ``av1`` or None.
+    :param audio_codec: ``opus`` or None.
     """
 
 
 @hookspec
-def recording_finalised(client: Any, recording: dict) -> Optional[Any]:
+def recording_finalised(client: "WebRTCClient", recording: dict) -> Optional[Any]:
     """A recording file was closed: the place for uploads, webhooks, post-processing.
 
-    ``recording`` is the stream's manifest entry: ``stream_id``, ``file``,
-    ``video_codec``, ``audio_codec``, ``width``, ``height``, ``duration_s``,
-    ``bytes``, ``video_frames``, ``audio_frames``, ``end_reason``...
+    :param client: the ``WebRTCClient``.
+    :param recording: the stream's manifest entry: ``stream_id``, ``file``,
+        ``video_codec``, ``audio_codec``, ``width``, ``height``, ``duration_s``,
+        ``bytes``, ``video_frames``, ``audio_frames``, ``video_kbps``,
+        ``end_reason``...
     """
 
 
@@ -104,8 +143,10 @@ def recording_finalised(client: Any, recording: dict) -> Optional[Any]:
 
 
 @hookspec
-def shutdown(client: Any) -> Optional[Any]:
+def shutdown(client: "WebRTCClient") -> Optional[Any]:
     """The client is stopping (Ctrl+C, SIGTERM or end of run).
 
     Called before the WebSocket closes; plugins finalise their work here.
+
+    :param client: the ``WebRTCClient``.
     """

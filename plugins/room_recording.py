@@ -1,10 +1,10 @@
 """Built-in plugin: ``--record-room`` / ``--record-streams`` / ``--record``.
 
-On ``--record-room`` (or ``--record STREAMID`` alone) it turns the client
-into a viewer that records: it installs a ``MultiPeerClient`` that claims
-the signaling for its per-stream recorders through the ``dispatch_message``
-hook.  One process, one WebSocket, one peer connection and one file per
-stream; nothing is spawned.
+On ``--record-room`` (or ``--record STREAMID`` alone) the plugin turns the
+client into a viewer that records: it owns a ``MultiPeerClient`` that claims
+the signaling of its per-stream recorders through the ``dispatch_message``
+hook, and the live status task.  One process, one WebSocket, one peer
+connection and one file per stream; nothing is spawned.
 """
 
 from __future__ import annotations
@@ -13,16 +13,20 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING, Any, Awaitable, Optional
 
-from ninja_publish.aiortc_adapter import frame_tap as passthrough
-from multi_peer_client import MultiPeerClient
+from multi_peer_client import MultiPeerClient, RecordingSettings, Signaling
+from ninja_publish import aiortc_adapter, codecs
+from ninja_publish.protocol.events import SignalEvent
 from ninja_publish.recording.status import print_summary, run_status
+from plugins import call_hook, hookimpl
 
-from . import hookimpl
+if TYPE_CHECKING:
+    from publish import WebRTCClient
 
-log = logging.getLogger("room_recording")
+log = logging.getLogger(__name__)
 
-CODEC_CHOICES = ("h264", "vp8", "vp9", "av1")
+CODEC_CHOICES = codecs.names("video")
 #: What the recorder asks each publisher for (kbit/s): generous, for editing.
 DEFAULT_RECORD_BITRATE = 4000
 
@@ -37,68 +41,80 @@ def _kbps(value: str) -> int:
     return kbps
 
 
-@hookimpl
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("recording")
-    group.add_argument("--record-room", action="store_true",
-                       help="record every stream in --room, each to its own file")
-    group.add_argument("--record-streams", metavar="IDS",
-                       help="with --record-room: only these comma-separated stream ids (plain or suffixed)")
-    group.add_argument("--record", metavar="NAME",
-                       help="file prefix with --record-room; alone, the stream id to record")
-    group.add_argument("--record-dir", default=".", metavar="DIR", help="where recordings go (default: .)")
-    group.add_argument("--codec", choices=CODEC_CHOICES,
-                       help="video codec to ask publishers for (default: whatever they prefer)")
-    group.add_argument("--record-bitrate", type=_kbps, default=DEFAULT_RECORD_BITRATE, metavar="KBPS",
-                       help=f"video bitrate to ask each publisher for, in kbit/s (default {DEFAULT_RECORD_BITRATE}; "
-                            "0: leave it to the publisher)")
-    group.add_argument("--no-status", action="store_true", help="no live status table")
+class RoomRecording:
+    """The plugin: the recording flags, and while recording its MultiPeerClient and status task."""
+
+    def __init__(self) -> None:
+        self.recorder: Optional[MultiPeerClient] = None
+        self._status: Optional[asyncio.Task] = None
+
+    @hookimpl
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("recording")
+        group.add_argument("--record-room", action="store_true",
+                           help="record every stream in --room, each to its own file")
+        group.add_argument("--record-streams", metavar="IDS",
+                           help="with --record-room: only these comma-separated stream ids (plain or suffixed)")
+        group.add_argument("--record", metavar="NAME",
+                           help="file prefix with --record-room; alone, the stream id to record")
+        group.add_argument("--record-dir", default=".", metavar="DIR", help="where recordings go (default: .)")
+        group.add_argument("--codec", choices=CODEC_CHOICES,
+                           help="video codec to ask publishers for (default: whatever they prefer)")
+        group.add_argument("--record-bitrate", type=_kbps, default=DEFAULT_RECORD_BITRATE, metavar="KBPS",
+                           help=f"video bitrate to ask each publisher for, in kbit/s (default {DEFAULT_RECORD_BITRATE}; "
+                                "0: leave it to the publisher)")
+        group.add_argument("--no-status", action="store_true", help="no live status table")
+
+    @hookimpl
+    def configure(self, args: argparse.Namespace, client: "WebRTCClient") -> None:
+        if not (args.record_room or args.record):
+            return
+        if args.record_room and not args.room:
+            raise SystemExit("publish.py: --record-room needs --room")
+        os.makedirs(args.record_dir, exist_ok=True)
+        aiortc_adapter.install()
+        client.publishing = False
+        single = None if args.record_room else args.record
+        settings = RecordingSettings(
+            record_dir=args.record_dir, prefix=args.record or args.room,
+            streams=[s.strip() for s in (args.record_streams or "").split(",")], single_stream=single,
+            noaudio=args.noaudio, novideo=args.novideo, prefer_codec=args.codec, bitrate_kbps=args.record_bitrate,
+        )
+        signaling = Signaling(client.send, client.identity, client.cipher, client.ice_configuration,
+                              room=args.room, room_wire=client.room_wire)
+
+        async def opened(stream_id: str, path: str, video_codec: Optional[str], audio_codec: Optional[str]) -> None:
+            await call_hook(client.pm, "recording_opened", client=client, stream_id=stream_id, path=path,
+                            video_codec=video_codec, audio_codec=audio_codec)
+
+        async def finalised(entry: dict) -> None:
+            await call_hook(client.pm, "recording_finalised", client=client, recording=entry)
+
+        self.recorder = MultiPeerClient(signaling, settings, opened, finalised)
+        what = f"room {args.room}" if args.record_room else f"stream {single}"
+        print(f"recording {what} into {os.path.abspath(args.record_dir)}", flush=True)
+        if not args.no_status:
+            self._status = asyncio.ensure_future(run_status(self.recorder.statuses, f"Recording {what}"))
+
+    @hookimpl
+    def connected(self, client: "WebRTCClient", reconnect: bool) -> None:
+        if self.recorder is not None:
+            self.recorder.on_connected()
+
+    @hookimpl
+    def dispatch_message(self, client: "WebRTCClient", msg: dict, event: SignalEvent) -> Optional[Awaitable[None] | bool]:
+        return self.recorder.claim(event) if self.recorder is not None else None
+
+    @hookimpl
+    async def shutdown(self, client: "WebRTCClient") -> None:
+        if self.recorder is None:
+            return
+        if self._status is not None:
+            self._status.cancel()
+        entries = await self.recorder.close()
+        print_summary(entries, self.recorder.manifest.path)
 
 
-@hookimpl
-def configure(args: argparse.Namespace, client) -> None:
-    if not (args.record_room or args.record):
-        return
-    if args.record_room and not args.room:
-        raise SystemExit("publish.py: --record-room needs --room")
-    os.makedirs(args.record_dir, exist_ok=True)
-    passthrough.install()
-    client.publishing = False
-    prefix = args.record or args.room
-    single = None if args.record_room else args.record
-    streams = [s.strip() for s in (args.record_streams or "").split(",")]
-    options = {"noaudio": args.noaudio, "novideo": args.novideo, "prefer_codec": args.codec,
-               "record_bitrate": args.record_bitrate}
-    mpc = MultiPeerClient(client, args.record_dir, prefix, streams, options, single_stream=single)
-    client.room_recorder = mpc
-    what = f"room {args.room}" if args.record_room else f"stream {single}"
-    print(f"recording {what} into {os.path.abspath(args.record_dir)}", flush=True)
-    if not args.no_status:
-        client.status_task = asyncio.ensure_future(run_status(mpc.statuses, f"Recording {what}"))
-
-
-@hookimpl
-def connected(client, reconnect: bool) -> None:
-    mpc = getattr(client, "room_recorder", None)
-    if mpc is not None:
-        mpc.on_connected()
-
-
-@hookimpl
-def dispatch_message(client, msg: dict):
-    mpc = getattr(client, "room_recorder", None)
-    if mpc is None:
-        return None
-    return mpc.route(msg)
-
-
-@hookimpl
-async def shutdown(client) -> None:
-    mpc = getattr(client, "room_recorder", None)
-    if mpc is None:
-        return
-    task = getattr(client, "status_task", None)
-    if task is not None:
-        task.cancel()
-    entries = await mpc.close()
-    print_summary(entries, mpc.manifest.path)
+def plugin_factory() -> Any:
+    """A fresh plugin object for each plugin manager."""
+    return RoomRecording()

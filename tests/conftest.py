@@ -1,8 +1,18 @@
-"""Test-session set-up shared by every test module."""
+"""Test-session set-up shared by every test module.
+
+Tests live by kind: ``tests/unit`` (in one process, seconds), ``tests/integration``
+(real processes, sockets, peer connections, third-party GStreamer peers) and
+``tests/browser`` (Chromium and Firefox).  Each test gets the marker of its
+folder, so ``pytest -m unit`` (or a path) runs one kind; helpers are the
+``tests.support`` package.
+"""
 
 import os
+from pathlib import Path
 
 import pytest
+
+KINDS = ("unit", "integration", "browser")
 
 
 def normal_scheduling() -> None:
@@ -25,6 +35,16 @@ def normal_scheduling() -> None:
 
 def pytest_configure(config):
     normal_scheduling()
+    for kind in KINDS:
+        config.addinivalue_line("markers", f"{kind}: a test under tests/{kind}/")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).resolve().parent
+    for item in items:
+        kind = Path(item.fspath).resolve().relative_to(here).parts[0]
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
 
 
 @pytest.fixture(autouse=True)

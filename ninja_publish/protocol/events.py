@@ -11,13 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from ninja_publish.protocol.wire import peer_id_of
+
 LEAVE_REQUESTS = ("bye", "hangup", "cleanup")
-
-
-def peer_id_of(msg: dict) -> Optional[str]:
-    """The id that names the peer who sent ``msg``: ``from`` on relays, else ``UUID``."""
-    peer = msg.get("from") or msg.get("UUID")
-    return str(peer) if peer is not None else None
 
 
 def session_of(msg: dict) -> Optional[str]:
@@ -75,10 +71,12 @@ class PeerLeft:
 
 @dataclass(frozen=True)
 class ViewRequest:
-    """A viewer wants our stream: ``offerSDP`` (official) or a relayed ``play``."""
+    """A viewer wants a stream: ``offerSDP`` (official servers: ours) or a relayed
+    ``play`` (``stream_id``: the one it wants)."""
 
     uuid: str
     stream_id: Optional[str]
+    via: str
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,8 @@ def classify(msg: dict, room_wire: Optional[str] = None) -> SignalEvent:
     if request == "alert" or "error" in msg:
         return ServerAlert(str(msg.get("message") or msg.get("error") or msg))
     if request == "listing":
-        items = msg.get("list") if isinstance(msg.get("list"), list) else []
+        listed = msg.get("list")
+        items: list = listed if isinstance(listed, list) else []
         members = tuple(Member(str(m["UUID"]), _text(m.get("streamID")))
                         for m in items if isinstance(m, dict) and m.get("UUID"))
         return RoomListing(members)
@@ -160,9 +159,9 @@ def classify(msg: dict, room_wire: Optional[str] = None) -> SignalEvent:
     if peer and request in LEAVE_REQUESTS:
         return PeerLeft(peer, stream_id, str(request))
     if peer and request == "offerSDP":
-        return ViewRequest(peer, None)
+        return ViewRequest(peer, None, "offerSDP")
     if peer and request == "play":
-        return ViewRequest(peer, stream_id)
+        return ViewRequest(peer, stream_id, "play")
     cands = tuple(msg.get("candidates") or ())
     desc = msg.get("description")
     if isinstance(desc, dict) and desc.get("type") in ("offer", "answer"):

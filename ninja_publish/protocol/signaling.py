@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
-log = logging.getLogger("signaling")
+log = logging.getLogger(__name__)
 
 #: A connection that held this long counts as successful: the backoff resets.
 STABLE_AFTER_S = 5.0
@@ -92,8 +92,9 @@ class SignalingConnection:
         self._on_open = on_open
         self._backoff = backoff or Backoff()
         self._queue: collections.deque[str] = collections.deque(maxlen=max_queue)
-        self._ws = None
+        self._ws: Optional[ClientConnection] = None
         self._closing = False
+        self._sends: set[asyncio.Task] = set()  # sends in flight (kept until done)
         self._ssl: Optional[ssl.SSLContext] = None
         if url.startswith("wss://"):
             self._ssl = ssl.create_default_context()
@@ -108,7 +109,9 @@ class SignalingConnection:
         """Send now if connected, else queue until the next connection."""
         text = json.dumps(msg)
         if self._ws is not None and self.connected.is_set():
-            asyncio.ensure_future(self._send_now(text))
+            task = asyncio.ensure_future(self._send_now(text))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
         else:
             if len(self._queue) == self._queue.maxlen:
                 log.warning("outbound queue full while disconnected: oldest message dropped")
@@ -116,6 +119,9 @@ class SignalingConnection:
 
     async def _send_now(self, text: str) -> None:
         ws = self._ws
+        if ws is None:
+            self._queue.append(text)
+            return
         try:
             await ws.send(text)
         except websockets.ConnectionClosed:

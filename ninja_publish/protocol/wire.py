@@ -306,7 +306,7 @@ def candidates(to: str, session: Optional[str], side: str, cands: list[dict]) ->
 
 def media_request(audio: bool = True, video: bool = True, prefer_codec: Optional[str] = None) -> dict:
     """The viewer's request for media, sent on the ``sendChannel`` data channel."""
-    msg = {
+    msg: dict[str, Any] = {
         "audio": audio,
         "video": video,
         "allowscreenvideo": video,

@@ -16,14 +16,15 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from ninja_publish.aiortc_adapter import frame_tap as passthrough
+from ninja_publish import aiortc_adapter
 from ninja_publish.protocol import wire as vp
 from ninja_publish.publishing.sources import MediaSource
-from ninja_publish.webrtc.peer import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, local_candidates
+from ninja_publish.webrtc.channel import DATA_CHANNEL_LABEL, ChannelLink
+from ninja_publish.webrtc.ice import add_remote_candidates, local_candidates
 
-log = logging.getLogger("publisher")
+log = logging.getLogger(__name__)
 
 PING_INTERVAL_S = 3.0
 #: A repeated request from the same viewer is a repeat (not a restart) while its
@@ -40,10 +41,10 @@ class PublisherSession:
         viewer: str,
         source: MediaSource,
         stream_wire_id: str,
-        send: Callable[[dict], None],
+        send: Callable[[dict[str, Any]], None],
         cipher: Optional[vp.FieldCipher],
-        configuration,
-        on_closed: Callable[["PublisherSession"], None],
+        configuration: Optional[RTCConfiguration],
+        on_closed: Callable[[PublisherSession], None],
     ) -> None:
         self.viewer = viewer
         self.session = vp.random_id(8)
@@ -56,13 +57,14 @@ class PublisherSession:
         self.pc = RTCPeerConnection(configuration)
         self.tracks = source.tracks_for_viewer()
         self.link: Optional[ChannelLink] = None
-        self._heartbeat: Optional[asyncio.Task] = None
+        self._heartbeat: Optional[asyncio.Task[None]] = None  # the _beat task, kept until close
         self.requested_kbps: Optional[int] = None
         self.started = time.monotonic()
         self.pc.on("connectionstatechange", self._on_state)
 
     @property
     def key(self) -> tuple[str, str]:
+        """``(viewer, session)``: this session's key in the publisher's table."""
         return (self.viewer, self.session)
 
     def is_setting_up(self) -> bool:
@@ -92,7 +94,7 @@ class PublisherSession:
             self._send(vp.candidates(self.viewer, self.session, "local", cands))
         log.info("offered %s to viewer %s (session %s)", self.stream_wire_id, self.viewer, self.session)
 
-    async def handle_signal(self, msg: dict) -> None:
+    async def handle_signal(self, msg: dict[str, Any]) -> None:
         """An answer or candidates for this session (WebSocket or data channel)."""
         desc = msg.get("description")
         if desc and desc.get("type") == "answer":
@@ -102,7 +104,8 @@ class PublisherSession:
             await add_remote_candidates(self.pc, msg["candidates"])
 
     def _on_channel_open(self) -> None:
-        self._heartbeat = asyncio.ensure_future(self._beat())
+        if self._heartbeat is None and not self._closed:
+            self._heartbeat = asyncio.ensure_future(self._beat())
 
     async def _beat(self) -> None:
         """Ping the viewer; drop it after too many unanswered pings."""
@@ -116,7 +119,7 @@ class PublisherSession:
                 return
             self.link.ping()
 
-    async def _on_channel_message(self, msg: dict) -> None:
+    async def _on_channel_message(self, msg: dict[str, Any]) -> None:
         if "bitrate" in msg:
             self._set_bitrate(msg["bitrate"])
         if msg.get("bye"):
@@ -138,7 +141,7 @@ class PublisherSession:
         self.requested_kbps = kbps
         for sender in self.pc.getSenders():
             if sender.track is not None and sender.track.kind == "video":
-                passthrough.cap_sender_bitrate(sender, kbps * 1000)
+                aiortc_adapter.cap_sender_bitrate(sender, kbps * 1000)
         log.info("viewer %s asks for %d kbit/s", self.viewer, kbps)
 
     async def _on_state(self) -> None:
@@ -147,11 +150,11 @@ class PublisherSession:
         if state in ("failed", "closed"):
             await self.close(state)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Frames sent to this viewer, per kind."""
         out: dict[str, Any] = {"viewer": self.viewer, "session": self.session, "requested_kbps": self.requested_kbps}
         for sender in self.pc.getSenders():
-            target = passthrough.sender_target_bitrate(sender)
+            target = aiortc_adapter.sender_target_bitrate(sender)
             if sender.track is not None and sender.track.kind == "video" and target is not None:
                 out["video_target_kbps"] = round(target / 1000)
         for track in self.tracks:
@@ -163,8 +166,8 @@ class PublisherSession:
         if self._closed:
             return
         self._closed = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        if self._heartbeat is not None and self._heartbeat is not asyncio.current_task():
+            self._heartbeat.cancel()  # (closing from the heartbeat itself: it returns after this)
         if self.link is not None and self.link.is_open and reason != "bye":
             self.link.send({"bye": True})
         print("STATS " + json.dumps({**self.stats(), "reason": reason}), flush=True)

@@ -7,7 +7,7 @@ opening an encoder or decoder for the media itself:
 * container choice: H.264 -> MPEG-TS ``.ts``; VP8/VP9/AV1 -> Matroska
   ``.mkv``; audio only -> Matroska ``.mka`` (see :func:`extension_for`);
 * start policy: the file is created at the first valid video keyframe (its
-  header needs the resolution, parsed with :mod:`bitstream`); earlier video
+  header needs the resolution, parsed with :mod:`ninja_publish.codecs`); earlier video
   is dropped, earlier audio is buffered (at most :data:`MAX_AUDIO_BUFFER_US`,
   oldest dropped first) and trimmed to the keyframe's time;
 * timestamps: callers pass integer microseconds on one timeline shared by
@@ -36,7 +36,7 @@ from fractions import Fraction
 
 import av
 
-from ninja_publish.codecs import bitstream
+from ninja_publish import codecs
 
 __all__ = [
     "MuxerStats",
@@ -46,7 +46,7 @@ __all__ = [
     "MKV_CLUSTER_TIME_MS",
 ]
 
-log = logging.getLogger("recording_muxer")
+log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
 AUDIO_TIME_BASE = Fraction(1, 48000)
@@ -61,9 +61,8 @@ MKV_CLUSTER_TIME_MS = 100
 OPUS_SILENCE_20MS = b"\xf8\xff\xfe"
 OPUS_FRAME_TICKS = 960
 
-_VIDEO_CODECS = {"h264": "mpegts", "vp8": "matroska", "vp9": "matroska", "av1": "matroska"}
-_AUDIO_CODECS = {"opus"}
-_EXTENSIONS = {"mpegts": ".ts", "matroska": ".mkv"}
+_VIDEO_CODECS = {name: codecs.CODECS[name].container for name in codecs.names("video")}
+_AUDIO_CODECS = set(codecs.names("audio"))
 _COMMON_OPTIONS = {
     "flush_packets": "1",  # hand every packet to the OS at once
     # With audio silent (Opus DTX) FFmpeg's interleaver would hold video back
@@ -118,16 +117,16 @@ def extension_for(video_codec: str | None, audio_codec: str | None) -> str:
     """
     video, audio = _normalize(video_codec, _VIDEO_CODECS), _normalize(audio_codec, _AUDIO_CODECS)
     if video:
-        return _EXTENSIONS[_VIDEO_CODECS[video]]
+        return codecs.CODECS[video].extension
     if audio:
-        return ".mka"
+        return codecs.CODECS[audio].extension
     raise ValueError("a recording needs a video or an audio codec")
 
 
 def _normalize(codec: str | None, allowed) -> str | None:
     if codec is None:
         return None
-    name = bitstream.normalize_codec(codec)
+    name = codecs.normalize_codec(codec)
     if name not in allowed:
         raise ValueError(f"unsupported codec here: {codec!r}")
     return name
@@ -180,9 +179,9 @@ class PassthroughMuxer:
         self.audio_codec = _normalize(audio_codec, _AUDIO_CODECS)
         self._format = _VIDEO_CODECS[self.video_codec] if self.video_codec else "matroska"
         self.stats = MuxerStats(self.path, self.video_codec, self.audio_codec)
-        self._h264 = bitstream.H264ParameterCache() if self.video_codec == "h264" else None
+        self._h264 = codecs.H264ParameterCache() if self.video_codec == "h264" else None
         self._pending_audio: collections.deque[tuple[bytes, int]] = collections.deque()
-        self._container = None
+        self._container: av.container.OutputContainer | None = None
         self._video: _Track | None = None
         self._audio: _Track | None = None
         self._base_us = 0
@@ -241,14 +240,14 @@ class PassthroughMuxer:
         if self._closed or self._failed or not self.video_codec:
             self.stats.dropped_frames += 1
             return
-        if not bitstream.is_valid(self.video_codec, data):
+        if not codecs.is_valid(self.video_codec, data):
             self.stats.invalid_frames += 1
             self.stats.dropped_frames += 1
             return
         if self._h264 is not None:
             data = self._h264.prepare(data)
         if not self.stats.started:
-            size = bitstream.dimensions(self.video_codec, data) if keyframe else None
+            size = codecs.dimensions(self.video_codec, data) if keyframe else None
             if size is None:
                 self.stats.dropped_frames += 1
                 return
@@ -261,7 +260,7 @@ class PassthroughMuxer:
         if self._closed or self._failed or not self.audio_codec:
             self.stats.dropped_frames += 1
             return
-        if not bitstream.is_valid(self.audio_codec, data):
+        if not codecs.is_valid(self.audio_codec, data):
             self.stats.invalid_frames += 1
             self.stats.dropped_frames += 1
             return
@@ -298,6 +297,7 @@ class PassthroughMuxer:
         try:
             container = av.open(self.path, "w", format=self._format, container_options=options)
             if self.video_codec:
+                assert size is not None  # a video file starts at a keyframe of known size
                 stream = container.add_mux_stream(self.video_codec, width=size[0], height=size[1])
                 stream.time_base = VIDEO_TIME_BASE
                 self._video = _Track(stream, VIDEO_TIME_BASE)
@@ -321,8 +321,9 @@ class PassthroughMuxer:
         log.info("recording %s (%s/%s %s)", self.path, self.video_codec, self.audio_codec, size)
         return True
 
-    def _mux(self, track: _Track, data: bytes, pts_us: int, keyframe: bool) -> None:
+    def _mux(self, track: _Track | None, data: bytes, pts_us: int, keyframe: bool) -> None:
         """Rebase, repair and write one packet."""
+        assert track is not None and self._container is not None  # started
         ticks = ((pts_us - self._base_us) * track.rate + 500_000) // 1_000_000
         if ticks < 0 and track is self._audio:
             self.stats.dropped_frames += 1  # audio from before the file start
@@ -338,7 +339,7 @@ class PassthroughMuxer:
         packet.pts = packet.dts = ticks
         packet.is_keyframe = keyframe
         if track is self._audio:
-            packet.duration = bitstream.opus_duration_samples(data)
+            packet.duration = codecs.opus_duration_samples(data)
         self._container.mux_one(packet)
         track.last_ticks = ticks
         stats = self.stats
@@ -360,16 +361,18 @@ class PassthroughMuxer:
         by their first packet).  Pre-encoded Opus silence: nothing is encoded.
         Gaps longer than the audio buffer bound are left as they are.
         """
-        if first_audio_ticks * 1_000_000 // self._audio.rate > MAX_AUDIO_BUFFER_US:
+        audio, container = self._audio, self._container
+        assert audio is not None and container is not None  # called from _mux
+        if first_audio_ticks * 1_000_000 // audio.rate > MAX_AUDIO_BUFFER_US:
             return
         for ticks in range(0, first_audio_ticks - OPUS_FRAME_TICKS // 2, OPUS_FRAME_TICKS):
             packet = av.Packet(OPUS_SILENCE_20MS)
-            packet.stream = self._audio.stream
-            packet.time_base = self._audio.time_base
+            packet.stream = audio.stream
+            packet.time_base = audio.time_base
             packet.pts = packet.dts = ticks
             packet.duration = OPUS_FRAME_TICKS
-            self._container.mux_one(packet)
-            self._audio.last_ticks = ticks
+            container.mux_one(packet)
+            audio.last_ticks = ticks
             self.stats.silence_packets += 1
             self.stats.audio_frames += 1
 

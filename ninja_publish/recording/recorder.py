@@ -4,9 +4,8 @@
 answers offers (WebSocket or data channel, encrypted or not), trickles its
 candidates as ``type: "remote"``, applies the publisher's candidates whenever
 they arrive, sends the media request on ``sendChannel``, answers pings,
-handles renegotiation and ``{"bye": true}``.  ``FrameWriter`` turns the
-encoded frames of its tracks into one passthrough file: sender-report
-alignment, keyframe gating and PLI requests, then ``PassthroughMuxer``.
+handles renegotiation and ``{"bye": true}``, and attaches the frame tap to
+its tracks; its ``FrameWriter`` (``frame_writer.py``) writes the file.
 """
 
 from __future__ import annotations
@@ -19,178 +18,22 @@ from typing import Any, Callable, Optional
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from ninja_publish.codecs import bitstream
-from ninja_publish.aiortc_adapter import frame_tap as passthrough
+from ninja_publish import aiortc_adapter
 from ninja_publish.protocol import wire as vp
-from ninja_publish.recording.timeline import MAX_SR_DISAGREEMENT_S, StreamTimeline
-from ninja_publish.webrtc.peer import DATA_CHANNEL_LABEL, ChannelLink, add_remote_candidates, ice_ufrags, local_candidates
-from ninja_publish.recording.rate_meter import RateMeter
-from ninja_publish.recording.muxer import PassthroughMuxer
+from ninja_publish.recording.frame_writer import FrameWriter
+from ninja_publish.webrtc.channel import DATA_CHANNEL_LABEL, ChannelLink
+from ninja_publish.webrtc.ice import add_remote_candidates, ice_ufrags, local_candidates
 
-log = logging.getLogger("recorder")
+log = logging.getLogger(__name__)
 
-#: How long frames wait for ``SR_WANTED`` RTCP sender reports on every track.
-SR_WAIT_S = 5.0
-SR_WANTED = 3
-#: How long frames wait for every negotiated track to deliver its first frame.
-TRACK_WAIT_S = 10.0
-#: Keyframe requests: at most one per this many seconds.
-PLI_INTERVAL_S = 1.0
 #: A connected stream with no media and no data-channel traffic for this long has
 #: vanished (e.g. killed without a bye on a relay that sends none); ICE consent
 #: expiry would otherwise take about 30 s.
 SILENT_PEER_S = 20.0
-MAX_PENDING_FRAMES = 2000
-SUPPORTED_CODECS = {"video": ("h264", "vp8", "vp9", "av1"), "audio": ("opus",)}
-
-
-class FrameWriter:
-    """Aligns one stream's audio and video frames and writes them to one file."""
-
-    def __init__(self, path_without_ext: str, request_keyframe: Callable[[], Any], on_open: Callable[[str], None]) -> None:
-        self.path_without_ext = path_without_ext
-        self._request_keyframe = request_keyframe
-        self._on_open = on_open
-        self.timeline = StreamTimeline()
-        self.kinds: set[str] = set()
-        self.codecs: dict[str, str] = {}
-        self.muxer: Optional[PassthroughMuxer] = None
-        self._pending: list[tuple[str, bytes, int]] = []
-        self._first_arrival: Optional[float] = None
-        self._need_keyframe = True
-        self._last_pli = 0.0
-        self.first_frame_wallclock: Optional[float] = None  # when the file started
-        self.last_frame = time.monotonic()
-        self.dropped_frames = 0
-        self.closed = False
-        self.rates = {"video": RateMeter(), "audio": RateMeter()}
-
-    def expect(self, kind: str) -> None:
-        """A track of ``kind`` was negotiated: wait for it before fixing the timeline."""
-        self.kinds.add(kind)
-
-    def on_sender_report(self, kind: str, ntp_seconds: float, rtp_ts: int) -> None:
-        clock = self.timeline.track(kind)
-        clock.on_sender_report(ntp_seconds, rtp_ts)
-        log.debug("%s SR: ntp=%.3f rtp=%d offset=%.3f", kind, ntp_seconds, rtp_ts, clock.sr_offset)
-        self._maybe_flush()
-
-    def on_frame(self, kind: str, codec: str, data: bytes, rtp_ts: int) -> None:
-        """An encoded frame arrived (on the event loop)."""
-        if self.closed:
-            return
-        self.last_frame = time.monotonic()
-        self.rates[kind].add(len(data))
-        now = time.time()
-        self.codecs.setdefault(kind, codec)
-        clock = self.timeline.track(kind)
-        jumps = clock.discontinuities
-        ext = clock.on_frame(rtp_ts, now)
-        if clock.discontinuities != jumps:
-            log.warning("%s: %s timestamps jumped backwards: continuing the timeline after the last frame",
-                        os.path.basename(self.path_without_ext), kind)
-        if self._first_arrival is None:
-            self._first_arrival = now
-        if kind == "video" and self.muxer is None and self._need_keyframe and not bitstream.is_keyframe(codec, data):
-            self.maybe_request_keyframe()
-        if self.timeline.use_sender_reports is None:
-            self._pending.append((kind, data, ext))
-            if len(self._pending) > MAX_PENDING_FRAMES:
-                self._pending.pop(0)
-            self._maybe_flush()
-        else:
-            self._write(kind, data, ext)
-
-    def tick(self) -> None:
-        """Called about once a second: timeouts and periodic keyframe requests."""
-        self._maybe_flush()
-        if "video" in self.kinds and self._need_keyframe:
-            self.maybe_request_keyframe()
-
-    def maybe_request_keyframe(self) -> None:
-        now = time.monotonic()
-        if now - self._last_pli >= PLI_INTERVAL_S:
-            self._last_pli = now
-            self._request_keyframe()
-
-    def _maybe_flush(self, force: bool = False) -> None:
-        """Fix the timeline and write the buffered frames once every track delivered
-        and has its sender reports, or the waits ran out (or ``force``)."""
-        if self.timeline.use_sender_reports is not None or self._first_arrival is None:
-            return
-        waited = time.time() - self._first_arrival
-        have_all = bool(self.kinds) and all(k in self.codecs for k in self.kinds)
-        if not have_all and waited < TRACK_WAIT_S and not force:
-            return  # a negotiated track has not delivered yet
-        # the offset is a minimum over reports: wait for a few (one late report skews it)
-        aligned = len(self.codecs) == 1 or self.timeline.have_all_reports(self.codecs, SR_WANTED)
-        if not aligned and waited < SR_WAIT_S and not force:
-            return
-        missing = self.kinds - set(self.codecs)
-        if missing:
-            log.warning("%s: no %s arrived within %.0f s: recording without it",
-                        os.path.basename(self.path_without_ext), "/".join(sorted(missing)), TRACK_WAIT_S)
-        self.timeline.freeze(self.codecs.keys())
-        name = os.path.basename(self.path_without_ext)
-        if self.timeline.sender_reports_rejected:
-            log.warning("%s: RTCP sender reports disagree with arrival times by over %.1f s: aligning by arrival",
-                        name, MAX_SR_DISAGREEMENT_S)
-        elif not self.timeline.use_sender_reports and len(self.codecs) > 1:
-            log.info("%s: no RTCP sender reports in time: aligning audio/video by arrival", name)
-        pending, self._pending = self._pending, []
-        for kind, data, ext in pending:
-            self._write(kind, data, ext)
-
-    def _open_muxer(self) -> None:
-        codecs = {}
-        for kind, codec in self.codecs.items():
-            if codec in SUPPORTED_CODECS[kind]:
-                codecs[kind] = codec
-            else:
-                log.warning("%s: %s codec %s cannot be recorded without transcoding: left out",
-                            os.path.basename(self.path_without_ext), kind, codec)
-        self.muxer = PassthroughMuxer(self.path_without_ext, codecs.get("video"), codecs.get("audio"))
-
-    def _write(self, kind: str, data: bytes, ext: int) -> None:
-        if self.muxer is None:
-            self._open_muxer()
-        pts = self.timeline.to_us(kind, ext)
-        if kind == "audio":
-            self.muxer.write_audio(data, pts)
-        elif self.muxer.video_codec is not None:
-            self._write_video(self.muxer.video_codec, data, pts)
-        if self.first_frame_wallclock is None and self.muxer.stats.started:
-            self.first_frame_wallclock = time.time()
-            self._on_open(self.muxer.path)
-
-    def _write_video(self, codec: str, data: bytes, pts: int) -> None:
-        """Keyframe gating: after a broken frame, nothing until the next keyframe."""
-        if not bitstream.is_valid(codec, data):
-            self.dropped_frames += 1
-            self._need_keyframe = True
-            self.maybe_request_keyframe()
-            return
-        keyframe = bitstream.is_keyframe(codec, data)
-        if self._need_keyframe and not keyframe:
-            self.dropped_frames += 1
-            return
-        self._need_keyframe = False
-        self.muxer.write_video(data, pts, keyframe)
-
-    def close(self):
-        """Finalise the file; returns the muxer's stats (None if nothing was opened)."""
-        if self.closed:
-            return self.muxer.stats if self.muxer else None
-        self.closed = True
-        if self.timeline.use_sender_reports is None and self._pending:
-            self._maybe_flush(force=True)
-        if self.muxer is None:
-            return None
-        return self.muxer.close()
 
 
 class _TrackSink:
-    """Adapts passthrough's per-track callbacks to the stream's FrameWriter."""
+    """Adapts the frame tap's per-track callbacks to the stream's FrameWriter."""
 
     def __init__(self, recorder: "StreamRecorder", kind: str) -> None:
         self._recorder = recorder
@@ -235,7 +78,7 @@ class StreamRecorder:
         self.pc = RTCPeerConnection(configuration)
         self.link: Optional[ChannelLink] = None
         self.writer = FrameWriter(path_without_ext, self._request_keyframe, self._file_opened)
-        self.controls: dict[str, passthrough.ReceiverControl] = {}
+        self.controls: dict[str, aiortc_adapter.ReceiverControl] = {}
         self.tracks: dict[str, Any] = {}
         self.started_at = time.time()
         self.requested_kbps = int(options.get("record_bitrate") or 0)
@@ -268,7 +111,7 @@ class StreamRecorder:
                 log.warning("%s: offer not answered: the stream already ended (%s)", self.plain_id, self.end_reason)
                 return
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            prefer_video_codec(self.pc, self._options.get("prefer_codec"))
+            aiortc_adapter.prefer_video_codec(self.pc, self._options.get("prefer_codec"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             answer = self.pc.localDescription
             if via_channel and self.link is not None:
@@ -292,16 +135,16 @@ class StreamRecorder:
     def _on_datachannel(self, channel) -> None:
         if channel.label != DATA_CHANNEL_LABEL and self.link is not None:
             return
-        self.link = ChannelLink(channel, self._cipher, self._on_channel_message, f"stream {self.plain_id}")
+        link = self.link = ChannelLink(channel, self._cipher, self._on_channel_message, f"stream {self.plain_id}")
 
         def on_open() -> None:
-            self.link.send(vp.media_request(
+            link.send(vp.media_request(
                 audio=not self._options.get("noaudio"),
                 video=not self._options.get("novideo"),
                 prefer_codec=self._options.get("prefer_codec"),
             ))
             if self.requested_kbps:
-                self.link.send(vp.bitrate_request(self.requested_kbps))
+                link.send(vp.bitrate_request(self.requested_kbps))
 
         if channel.readyState == "open":
             on_open()
@@ -327,7 +170,7 @@ class StreamRecorder:
             return
         receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
         self.tracks[kind] = track
-        self.controls[kind] = passthrough.attach(receiver, track, _TrackSink(self, kind))
+        self.controls[kind] = aiortc_adapter.attach(receiver, track, _TrackSink(self, kind))
         self.writer.expect(kind)
         self.state = "connecting"
 
@@ -381,7 +224,7 @@ class StreamRecorder:
             self.link.send({"bye": True})
             await self.link.drain()
         for track in list(self.tracks.values()):
-            passthrough.detach(track)
+            aiortc_adapter.detach(track)
         stats = self.writer.close()
         try:
             await asyncio.wait_for(self.pc.close(), timeout=3.0)
@@ -410,25 +253,3 @@ class StreamRecorder:
             "bytes": os.path.getsize(muxer.path) if muxer is not None and os.path.exists(muxer.path) else 0,
             "seconds": round(time.time() - self.started_at),
         }
-
-
-def prefer_video_codec(pc: RTCPeerConnection, codec: Optional[str]) -> None:
-    """Order each video transceiver's negotiated codecs so ``codec`` comes first.
-
-    The publisher's order is kept when ``codec`` is None or not offered.  The
-    viewer's answer order picks the codec the publisher sends.
-    """
-    if not codec:
-        return
-    wanted = "video/" + codec.lower()
-    for transceiver in pc.getTransceivers():
-        codecs = getattr(transceiver, "_codecs", None)
-        if transceiver.kind != "video" or not codecs:
-            continue
-        first = [c for c in codecs if c.mimeType.lower() == wanted]
-        if not first:
-            continue
-        pts = {c.payloadType for c in first}
-        rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in pts]
-        rest = [c for c in codecs if c not in first and c not in rtx]
-        transceiver._codecs = first + rtx + rest

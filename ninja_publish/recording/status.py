@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-log = logging.getLogger("status")
+log = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 10.0
 COLUMNS = ("stream", "state", "video", "audio", "resolution", "kbit/s", "frames", "size", "time", "file")

@@ -97,6 +97,12 @@ class TrackClock:
         return ext
 
 
+def _offset(value: Optional[float]) -> float:
+    """An offset that the caller checked is known (reports or arrivals were seen)."""
+    assert value is not None
+    return value
+
+
 class StreamTimeline:
     """Audio and video of one stream on one microsecond timeline."""
 
@@ -135,7 +141,8 @@ class StreamTimeline:
             offset = clock.sr_offset if self.use_sender_reports else clock.arrival_offset
             self._offsets[kind] = offset if offset is not None else 0.0
         if self.use_sender_reports:  # sender clock minus local clock, for late tracks
-            self._shift = min(self.tracks[k].sr_offset - self.tracks[k].arrival_offset for k in kinds)
+            self._shift = min(_offset(self.tracks[k].sr_offset) - _offset(self.tracks[k].arrival_offset)
+                              for k in kinds)
 
     def _consistent(self, kinds) -> bool:
         lags = []
@@ -144,7 +151,7 @@ class StreamTimeline:
             if clock.first is None:
                 return False
             ext, arrival = clock.first
-            lags.append(ext / clock.clock_rate + clock.sr_offset - arrival)
+            lags.append(ext / clock.clock_rate + _offset(clock.sr_offset) - arrival)
         return max(lags) - min(lags) <= MAX_SR_DISAGREEMENT_S
 
     def to_us(self, kind: str, extended_ts: int) -> int:
