@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from aiortc import RTCConfiguration
 
+from ninja_publish import announce
 from ninja_publish.protocol import wire as vp
 from ninja_publish.protocol.events import (
     LEAVE_REQUESTS, Candidates, Description, MemberJoined, PeerLeft, RoomListing, SignalEvent,
@@ -234,7 +235,7 @@ class MultiPeerClient:
 
     async def _on_file_opened(self, recorder: StreamRecorder, path: str) -> None:
         codecs = recorder.writer.codecs
-        print(f"recording {recorder.plain_id} -> {path}", flush=True)
+        announce.file_opened(recorder.plain_id, path)
         await self._on_opened(recorder.plain_id, path, codecs.get("video"), codecs.get("audio"))
 
     async def _on_recorder_finished(self, recorder: StreamRecorder, stats: Any) -> None:
@@ -245,7 +246,7 @@ class MultiPeerClient:
         if stats is None or not getattr(stats, "started", False):
             log.warning("%s ended (%s) before any media was recorded", recorder.plain_id, recorder.end_reason)
         else:
-            print(f"finished {recorder.plain_id} -> {entry['file']} ({recorder.end_reason})", flush=True)
+            announce.file_finished(recorder.plain_id, entry["file"], str(recorder.end_reason))
         expected = recorder.end_reason in (*LEAVE_REQUESTS, "shutdown") or str(recorder.end_reason).startswith("replaced")
         if not expected and recorder.stream_wire_id in self.members.values():
             log.warning("%s dropped the recorder (%s) but is still in the room; a Raspberry Ninja publisher "

@@ -19,8 +19,9 @@ import json
 import logging
 import signal
 import sys
-from typing import Any, Optional
+from typing import Optional
 
+from ninja_publish import announce
 from ninja_publish import aiortc_adapter
 from ninja_publish.protocol import events
 from ninja_publish.protocol import wire as vp
@@ -90,7 +91,7 @@ class WebRTCClient:
         await self.signaling.flush()
         if self.publishing and not reconnect:
             # printed once the stream is announced: scripts may wait for this line
-            print(f"publishing stream {self.identity.plain_stream_id(self.stream_wire)}", flush=True)
+            announce.publishing(self.identity.plain_stream_id(self.stream_wire))
         await call_hook(self.pm, "connected", client=self, reconnect=reconnect)
 
     # ------------------------------------------------------------------ receiving

@@ -16,6 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any, Awaitable, Optional
 
 from multi_peer_client import MultiPeerClient, RecordingSettings, Signaling
+from ninja_publish import announce
 from ninja_publish import aiortc_adapter, codecs
 from ninja_publish.protocol.events import SignalEvent
 from ninja_publish.recording.status import print_summary, run_status
@@ -92,7 +93,7 @@ class RoomRecording:
 
         self.recorder = MultiPeerClient(signaling, settings, opened, finalised)
         what = f"room {args.room}" if args.record_room else f"stream {single}"
-        print(f"recording {what} into {os.path.abspath(args.record_dir)}", flush=True)
+        announce.recording(what, os.path.abspath(args.record_dir))
         if not args.no_status:
             self._status = asyncio.ensure_future(run_status(self.recorder.statuses, f"Recording {what}"))
 

@@ -33,6 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from ninja_publish import announce
 from ninja_publish.handshake.routers import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -255,7 +256,7 @@ async def _run(args: argparse.Namespace) -> None:
         except (NotImplementedError, RuntimeError):  # e.g. Windows: KeyboardInterrupt instead
             pass
     async with HandshakeServer(args.host, args.port, args.mode) as server:
-        print(f"listening on {server.url} (mode {server.mode})", flush=True)
+        announce.listening(server.url, server.mode)
         await stop.wait()
         log.info("shutting down")
 

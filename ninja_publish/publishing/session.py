@@ -11,13 +11,13 @@ VDO.Ninja app does: a ceiling for that viewer's video, never above
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any, Callable, Optional
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from ninja_publish import announce
 from ninja_publish import aiortc_adapter
 from ninja_publish.protocol import wire as vp
 from ninja_publish.publishing.sources import MediaSource
@@ -170,7 +170,7 @@ class PublisherSession:
             self._heartbeat.cancel()  # (closing from the heartbeat itself: it returns after this)
         if self.link is not None and self.link.is_open and reason != "bye":
             self.link.send({"bye": True})
-        print("STATS " + json.dumps({**self.stats(), "reason": reason}), flush=True)
+        announce.viewer_stats({**self.stats(), "reason": reason})
         for track in self.tracks:
             track.stop()
         # aiortc may already be closing it (the viewer ended DTLS): a cancelled

@@ -14,7 +14,6 @@ modes; VP8, VP9, H.264 and AV1; and a mid-stream resolution change.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import sys
 import textwrap
 from pathlib import Path
 

@@ -8,7 +8,6 @@ gets every browser's final stats.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from tests.support.file_checks import check_file
