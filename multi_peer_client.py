@@ -10,7 +10,13 @@ discovers publishers from ``listing``, ``videoaddedtoroom``,
 join order does not matter on fan-out relays), maps UUID → stream before
 sending ``play``, and ends a stream's file on ``bye``/``hangup``/``cleanup``,
 a data-channel ``bye`` or a failed connection.  A stream that comes back gets
-a new file.
+a new file.  Each file is a *part* of its stream, numbered from 1
+(``StreamRecorder.part``, the manifest's ``part``).  When a connection fails,
+goes silent, loses its data channel or never finishes negotiating while its
+member is still in the room, the stream is asked for again with backoff
+(1, 2, 4 … 30 s) and recorded into a new part.  Once ``close()`` starts no
+offer is answered; files are finalised within ``FINALISE_TIMEOUT_S`` and the
+``recording_finalised`` hooks still running get their own bound.
 """
 
 from __future__ import annotations
@@ -30,13 +36,21 @@ from ninja_publish.protocol.events import (
     LEAVE_REQUESTS, Candidates, Description, MemberJoined, PeerLeft, RoomListing, SignalEvent,
 )
 from ninja_publish.recording.manifest import RecordingManifest
-from ninja_publish.recording.recorder import StreamRecorder
+from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S, StreamRecorder
 
 log = logging.getLogger(__name__)
 
 #: Re-asking for the same stream within this many seconds is skipped.
 PLAY_RETRY_S = 10.0
+#: Closing every file at shutdown (the files only; hooks have their own bound).
 FINALISE_TIMEOUT_S = 8.0
+#: Default bound for the ``recording_finalised`` hooks still running at shutdown.
+FINALISE_HOOKS_TIMEOUT_S = 30.0
+#: Asking again for a stream whose connection failed while its member stays in
+#: the room: 1, 2, 4 … seconds, at most this many.
+REASK_MAX_S = 30.0
+#: A connection that lasted this long resets the stream's backoff.
+STABLE_S = 30.0
 
 
 @dataclass
@@ -64,10 +78,12 @@ class RecordingSettings:
     novideo: bool = False
     prefer_codec: Optional[str] = None
     bitrate_kbps: int = 0
+    finalise_timeout_s: float = FINALISE_HOOKS_TIMEOUT_S  # --finalise-timeout: recording_finalised hooks at shutdown
+    connect_timeout_s: float = CONNECT_TIMEOUT_S          # --connect-timeout: a negotiation that never finishes
 
     def recorder_options(self) -> dict[str, Any]:
         return {"noaudio": self.noaudio, "novideo": self.novideo, "prefer_codec": self.prefer_codec,
-                "record_bitrate": self.bitrate_kbps}
+                "record_bitrate": self.bitrate_kbps, "connect_timeout": self.connect_timeout_s}
 
 
 #: ``on_opened(stream_id, path, video_codec, audio_codec)``: a file was opened.
@@ -103,6 +119,11 @@ class MultiPeerClient:
         self.manifest = RecordingManifest(settings.record_dir, self.prefix, room=signaling.room)
         self._finishing: set[asyncio.Future] = set()
         self._ending: set[StreamRecorder] = set()     # finishing, maybe replaced in ``recorders``
+        self._hooks: set[asyncio.Future] = set()        # recording_finalised hooks still running
+        self.closing = False                            # shutdown started: no new recorders
+        self._failures: dict[str, int] = {}             # wire stream id → failures in a row (backoff)
+        self._reasks: dict[str, asyncio.Future] = {}    # UUID → the pending "ask again" task
+        self._parts: dict[str, int] = {}                # plain stream id → files (parts) opened so far
 
     # ------------------------------------------------------------------ filters
 
@@ -124,6 +145,8 @@ class MultiPeerClient:
 
     def discover(self, uuid: str, wire_id: str) -> None:
         """A member publishes ``wire_id``: ask for it unless already recording it."""
+        if self.closing:
+            return
         if not wire_id or not self.wanted(wire_id):
             if wire_id:
                 log.info("not recording %s (filtered out)", self.identity.plain_stream_id(wire_id))
@@ -159,6 +182,9 @@ class MultiPeerClient:
         if isinstance(event, PeerLeft):
             self.members.pop(event.uuid, None)
             self.requested.pop(event.uuid, None)
+            reask = self._reasks.pop(event.uuid, None)
+            if reask is not None:
+                reask.cancel()
             for recorder in self._recorders_of(event.uuid):
                 self._finish_soon(recorder, event.reason)
             return True
@@ -166,6 +192,9 @@ class MultiPeerClient:
             if event.uuid is None:
                 log.warning("ignoring an offer that names no peer (no UUID or from)")
                 return None
+            if self.closing:
+                log.info("an offer from %s arrived during shutdown: not answered", event.uuid)
+                return True
             return self._on_offer(event.uuid, event.session, event.stream_id, event.sdp)
         if isinstance(event, Candidates) and event.uuid is not None:
             target = self.recorders.get((event.uuid, event.session))
@@ -233,7 +262,13 @@ class MultiPeerClient:
 
     # ------------------------------------------------------------------ results
 
-    async def _on_file_opened(self, recorder: StreamRecorder, path: str) -> None:
+    def _on_file_opened(self, recorder: StreamRecorder, path: str) -> Awaitable[None]:
+        # numbered at once (synchronously), whatever happens to the stream next
+        if recorder.part is None:
+            recorder.part = self._parts[recorder.plain_id] = self._parts.get(recorder.plain_id, 0) + 1
+        return self._announce_opened(recorder, path)
+
+    async def _announce_opened(self, recorder: StreamRecorder, path: str) -> None:
         codecs = recorder.writer.codecs
         announce.file_opened(recorder.plain_id, path)
         await self._on_opened(recorder.plain_id, path, codecs.get("video"), codecs.get("audio"))
@@ -249,12 +284,19 @@ class MultiPeerClient:
             announce.file_finished(recorder.plain_id, entry["file"], str(recorder.end_reason))
         expected = recorder.end_reason in (*LEAVE_REQUESTS, "shutdown") or str(recorder.end_reason).startswith("replaced")
         if not expected and recorder.stream_wire_id in self.members.values():
-            log.warning("%s dropped the recorder (%s) but is still in the room; a Raspberry Ninja publisher "
-                        "without --multiviewer serves one viewer, so another viewer may have taken it",
-                        recorder.plain_id, recorder.end_reason)
+            if recorder.connected_at is not None:  # (a connection never made is logged by the recorder)
+                log.warning("%s dropped the recorder (%s) but is still in the room; a Raspberry Ninja publisher "
+                            "without --multiviewer serves one viewer, so another viewer may have taken it",
+                            recorder.plain_id, recorder.end_reason)
+            if self.members.get(recorder.uuid) == recorder.stream_wire_id:
+                self._reask_later(recorder)
         self.finished.append(entry)
         self.manifest.add(entry)
-        await self._on_finalised(entry)
+        # The hooks (uploads...) run on their own, so a slow one holds neither this
+        # stream's end nor the files' bounded finalisation; close() waits for them.
+        hook = asyncio.ensure_future(self._on_finalised(entry))
+        self._hooks.add(hook)
+        hook.add_done_callback(self._hooks.discard)
         if recorder.end_reason != "shutdown":
             # The stream may still be published under another UUID (its publisher
             # reconnected to the server while we were recording the old link).
@@ -263,12 +305,54 @@ class MultiPeerClient:
                     self.requested.pop(uuid, None)
                     self.discover(uuid, wire_id)
 
+    def _reask_later(self, recorder: StreamRecorder) -> None:
+        """The member is still in the room: ask for its stream again after a backoff
+        (1, 2, 4 … ``REASK_MAX_S`` s; reset by a connection that lasted ``STABLE_S``).
+        A request that brings no offer within the connect timeout counts as another
+        failure and is repeated, until the member leaves or shutdown."""
+        wire_id, uuid = recorder.stream_wire_id, recorder.uuid
+        if recorder.connected_at is not None and time.monotonic() - recorder.connected_at >= STABLE_S:
+            self._failures.pop(wire_id, None)
+        old = self._reasks.pop(uuid, None)
+        if old is not None:
+            old.cancel()
+
+        def still_wanted() -> bool:
+            return not self.closing and self.members.get(uuid) == wire_id
+
+        async def reask(reason: str) -> None:
+            try:
+                while True:
+                    failures = self._failures[wire_id] = self._failures.get(wire_id, 0) + 1
+                    delay = min(REASK_MAX_S, 2.0 ** (failures - 1))
+                    log.info("asking %s again in %.0f s (%s)", recorder.plain_id, delay, reason)
+                    await asyncio.sleep(delay)
+                    if not still_wanted():
+                        return
+                    self.requested.pop(uuid, None)
+                    self.discover(uuid, wire_id)
+                    await asyncio.sleep(self.settings.connect_timeout_s)
+                    if not still_wanted() or self._recorders_of(uuid):
+                        return  # answered (that recorder's own end asks again if need be)
+                    reason = "no offer came"
+            finally:
+                if self._reasks.get(uuid) is task:
+                    del self._reasks[uuid]
+
+        task = self._reasks[uuid] = asyncio.ensure_future(reask(str(recorder.end_reason)))
+
     def statuses(self) -> list[dict]:
         """Live rows for the status display."""
         return [r.status() for r in self.recorders.values()]
 
     async def close(self) -> list[dict]:
-        """Finalise every recording in parallel, within a bounded time."""
+        """Stop accepting offers, finalise every recording in parallel within
+        ``FINALISE_TIMEOUT_S``, then give the ``recording_finalised`` hooks still
+        running ``settings.finalise_timeout_s``."""
+        self.closing = True
+        for reask in self._reasks.values():
+            reask.cancel()
+        self._reasks.clear()
         everyone = {*self.recorders.values(), *self._ending}  # incl. those already ending by themselves
         for recorder in everyone:
             self._finish_soon(recorder, "shutdown")
@@ -281,4 +365,14 @@ class MultiPeerClient:
             for finishing in self._finishing:
                 finishing.cancel()
         self.manifest.close()
+        hooks = set(self._hooks)
+        if hooks:
+            limit = self.settings.finalise_timeout_s
+            log.info("waiting up to %.0f s for %d recording_finalised hook(s)", limit, len(hooks))
+            _, late = await asyncio.wait(hooks, timeout=limit)
+            for hook in late:
+                log.error("a recording_finalised hook did not finish within %.0f s (--finalise-timeout): cancelled", limit)
+                hook.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
         return self.finished

@@ -17,8 +17,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from typing import Optional
 
 from ninja_publish import announce
@@ -27,7 +30,7 @@ from ninja_publish.protocol import events
 from ninja_publish.protocol import wire as vp
 from ninja_publish.publishing.sources import MediaSource
 from ninja_publish.webrtc.ice import rtc_configuration
-from plugins import AUTOLOAD_ENV, await_me_maybe, call_hook, make_plugin_manager
+from plugins import AUTOLOAD_ENV, ConfigurationError, await_me_maybe, call_hook, make_plugin_manager
 from ninja_publish.publishing.session import PublisherSession
 from ninja_publish.protocol.signaling import SignalingConnection
 
@@ -108,6 +111,12 @@ class WebRTCClient:
         """Understand one decoded message once (a typed event), tell the plugins,
         then handle what no plugin consumed."""
         event = events.classify(msg, self.room_wire)
+        if self.stop_event.is_set() and (isinstance(event, events.ViewRequest) or (
+                isinstance(event, events.Description) and event.is_offer)):
+            # shutting down: no new connections (they would never be finalised)
+            log.info("a%s from %s arrived during shutdown: not answered",
+                     "n offer" if isinstance(event, events.Description) else " view request", event.uuid)
+            return
         if isinstance(event, events.ServerAlert):
             log.error("server: %s", event.message)
         elif isinstance(event, events.RoomListing):
@@ -198,7 +207,17 @@ class WebRTCClient:
     async def run(self) -> int:
         """Configure plugins, connect, and run until stopped; returns the exit code."""
         aiortc_adapter.install_interop()  # DTLS suites for RSA-certificate peers (GStreamer)
-        await call_hook(self.pm, "configure", args=self.args, client=self)
+        try:
+            await call_hook(self.pm, "configure", raise_errors=True, args=self.args, client=self)
+        except Exception as exc:
+            # One line, no traceback, and never carry on in another role (a process
+            # started to record must not fall back to publishing a test pattern).
+            log.debug("configure failed", exc_info=True)
+            reason = str(exc) if isinstance(exc, ConfigurationError) else \
+                f"a plugin failed to configure: {type(exc).__name__}: {exc} (--debug shows where)"
+            print(f"publish.py: error: {reason}", file=sys.stderr, flush=True)
+            await call_hook(self.pm, "shutdown", client=self)
+            return 2
         if self.publishing:
             self.setup_publishing()
         task = asyncio.ensure_future(self.signaling.run())
@@ -330,9 +349,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(build_parser(pm), argv)
     setup_logging(args.debug)
     try:
-        return asyncio.run(run_client(args, pm))
+        code = asyncio.run(run_client(args, pm))
     except KeyboardInterrupt:
-        return 130
+        code = 130
+    except SystemExit as exc:  # a second Ctrl+C (or a plugin's SystemExit): at once, whatever threads remain
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr, flush=True)  # as the interpreter would
+        return exit_despite_threads(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1), grace=0.5)
+    return exit_despite_threads(code)
+
+
+#: After the event loop ends, how long other threads may take to end on their own.
+THREAD_GRACE_S = 3.0
+
+
+def exit_despite_threads(code: int, grace: float = THREAD_GRACE_S) -> int:
+    """Return ``code`` once every non-daemon thread has ended, or, if some are
+    still alive after ``grace`` seconds (aiortc starts non-daemon decoder and
+    encoder threads that a stuck peer connection may never stop), flush the
+    output and end the process at once: it always exits."""
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not left:
+        return code
+    log.warning("%d thread(s) still running after %.0f s (%s): exiting anyway", len(left), grace, ", ".join(left[:5]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

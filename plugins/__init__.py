@@ -32,6 +32,11 @@ DEFAULT_PLUGINS = ("plugins.room_recording",)
 log = logging.getLogger(__name__)
 
 
+class ConfigurationError(Exception):
+    """A plugin cannot start with the given arguments (``configure`` raises it, or
+    any other exception): the client stops with this one line and a non-zero exit."""
+
+
 def make_plugin_manager(
     autoload: Optional[bool] = None, blocked: Iterable[str] = (), extra: Iterable[Any] = ()
 ) -> pluggy.PluginManager:
@@ -62,11 +67,14 @@ async def await_me_maybe(value: Any) -> Any:
     return value
 
 
-async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list:
-    """Call a hook and await every awaitable result; errors are logged, not raised."""
+async def call_hook(pm: pluggy.PluginManager, name: str, *, raise_errors: bool = False, **kwargs: Any) -> list:
+    """Call a hook and await every awaitable result; errors are logged, not raised
+    (``raise_errors=True``: the first error is raised instead, e.g. for ``configure``)."""
     try:
         results = getattr(pm.hook, name)(**kwargs)
     except Exception:
+        if raise_errors:
+            raise
         log.exception("plugin hook %s failed", name)
         return []
     if not isinstance(results, list):
@@ -76,5 +84,7 @@ async def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list:
         try:
             resolved.append(await await_me_maybe(value))
         except Exception:
+            if raise_errors:
+                raise
             log.exception("plugin hook %s failed", name)
     return resolved

@@ -129,7 +129,12 @@ def recording_opened(client: "WebRTCClient", stream_id: str, path: str, video_co
 
 @hookspec
 def recording_finalised(client: "WebRTCClient", recording: dict) -> Optional[Any]:
-    """A recording file was closed: the place for uploads, webhooks, post-processing.
+    """A recording file (one part of a stream) was closed: the place for uploads,
+    webhooks, post-processing.
+
+    Fires once per part, as soon as that part is complete; it runs as its own
+    task (never blocking the recording), and at shutdown the client waits for
+    these hooks up to ``--finalise-timeout`` seconds.
 
     :param client: the ``WebRTCClient``.
     :param recording: the stream's manifest entry: ``stream_id``, ``file``,

@@ -13,14 +13,16 @@ import argparse
 import asyncio
 import logging
 import os
+import tempfile
 from typing import TYPE_CHECKING, Any, Awaitable, Optional
 
-from multi_peer_client import MultiPeerClient, RecordingSettings, Signaling
+from multi_peer_client import FINALISE_HOOKS_TIMEOUT_S, MultiPeerClient, RecordingSettings, Signaling
 from ninja_publish import announce
 from ninja_publish import aiortc_adapter, codecs
 from ninja_publish.protocol.events import SignalEvent
+from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S
 from ninja_publish.recording.status import print_summary, run_status
-from plugins import call_hook, hookimpl
+from plugins import ConfigurationError, call_hook, hookimpl
 
 if TYPE_CHECKING:
     from publish import WebRTCClient
@@ -40,6 +42,29 @@ def _kbps(value: str) -> int:
     if kbps < 0:
         raise argparse.ArgumentTypeError("must be 0 (leave it to the publisher) or more")
     return kbps
+
+
+def check_record_dir(path: str) -> None:
+    """Create ``path`` if needed and prove it writable (a file is created and removed);
+    raises ``ConfigurationError`` with one clear line otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigurationError(f"--record-dir {path}: not a writable directory ({reason})") from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return seconds
 
 
 class RoomRecording:
@@ -65,21 +90,28 @@ class RoomRecording:
                            help=f"video bitrate to ask each publisher for, in kbit/s (default {DEFAULT_RECORD_BITRATE}; "
                                 "0: leave it to the publisher)")
         group.add_argument("--no-status", action="store_true", help="no live status table")
+        group.add_argument("--connect-timeout", type=_seconds, default=CONNECT_TIMEOUT_S, metavar="SECONDS",
+                           help="give up on a connection still negotiating after this long and ask again "
+                                f"(default {CONNECT_TIMEOUT_S:.0f})")
+        group.add_argument("--finalise-timeout", type=_seconds, default=FINALISE_HOOKS_TIMEOUT_S, metavar="SECONDS",
+                           help="at shutdown, how long recording_finalised hooks (uploads...) may still run "
+                                f"(default {FINALISE_HOOKS_TIMEOUT_S:.0f})")
 
     @hookimpl
     def configure(self, args: argparse.Namespace, client: "WebRTCClient") -> None:
         if not (args.record_room or args.record):
             return
+        client.publishing = False  # first: a process started to record never publishes, even if the rest fails
         if args.record_room and not args.room:
-            raise SystemExit("publish.py: --record-room needs --room")
-        os.makedirs(args.record_dir, exist_ok=True)
+            raise ConfigurationError("--record-room needs --room")
+        check_record_dir(args.record_dir)
         aiortc_adapter.install()
-        client.publishing = False
         single = None if args.record_room else args.record
         settings = RecordingSettings(
             record_dir=args.record_dir, prefix=args.record or args.room,
             streams=[s.strip() for s in (args.record_streams or "").split(",")], single_stream=single,
             noaudio=args.noaudio, novideo=args.novideo, prefer_codec=args.codec, bitrate_kbps=args.record_bitrate,
+            finalise_timeout_s=args.finalise_timeout, connect_timeout_s=args.connect_timeout,
         )
         signaling = Signaling(client.send, client.identity, client.cipher, client.ice_configuration,
                               room=args.room, room_wire=client.room_wire)

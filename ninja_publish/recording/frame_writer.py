@@ -48,7 +48,8 @@ class FrameWriter:
         self._first_arrival: Optional[float] = None
         self._need_keyframe = True
         self._last_pli = 0.0
-        self.first_frame_wallclock: Optional[float] = None  # when the file started
+        self.first_frame_wallclock: Optional[float] = None  # capture time of the file's first frame
+        self._wall_minus_monotonic = time.time() - time.monotonic()  # fixed: arrivals never step
         self.last_frame = time.monotonic()
         self.dropped_frames = 0
         self.closed = False
@@ -58,25 +59,26 @@ class FrameWriter:
         """A track of ``kind`` was negotiated: wait for it before fixing the timeline."""
         self.kinds.add(kind)
 
-    def on_sender_report(self, kind: str, ntp_seconds: float, rtp_ts: int) -> None:
+    def on_sender_report(self, kind: str, ntp_seconds: float, rtp_ts: int, ssrc: Optional[int] = None) -> None:
         clock = self.timeline.track(kind)
-        clock.on_sender_report(ntp_seconds, rtp_ts)
-        log.debug("%s SR: ntp=%.3f rtp=%d offset=%.3f", kind, ntp_seconds, rtp_ts, clock.sr_offset)
+        used = clock.on_sender_report(ntp_seconds, rtp_ts, ssrc)
+        log.debug("%s SR: ntp=%.3f rtp=%d offset=%s%s", kind, ntp_seconds, rtp_ts, clock.sr_offset,
+                  "" if used else " (ignored: another segment)")
         self._maybe_flush()
 
-    def on_frame(self, kind: str, codec: str, data: bytes, rtp_ts: int) -> None:
-        """An encoded frame arrived (on the event loop)."""
+    def on_frame(self, kind: str, codec: str, data: bytes, rtp_ts: int, ssrc: Optional[int] = None) -> None:
+        """An encoded frame arrived (on the event loop); ``ssrc`` when the frame tap knows it."""
         if self.closed:
             return
         self.last_frame = time.monotonic()
         self.rates[kind].add(len(data))
-        now = time.time()
+        now = self.last_frame + self._wall_minus_monotonic  # wall clock that never steps
         self.codecs.setdefault(kind, codec)
         clock = self.timeline.track(kind)
         jumps = clock.discontinuities
-        ext = clock.on_frame(rtp_ts, now)
+        ext = clock.on_frame(rtp_ts, now, ssrc)
         if clock.discontinuities != jumps:
-            log.warning("%s: %s timestamps jumped backwards: continuing the timeline after the last frame",
+            log.warning("%s: %s timestamps jumped (encoder restart or new SSRC): re-anchored on arrival time",
                         os.path.basename(self.path_without_ext), kind)
         if self._first_arrival is None:
             self._first_arrival = now
@@ -107,7 +109,7 @@ class FrameWriter:
         and has its sender reports, or the waits ran out (or ``force``)."""
         if self.timeline.use_sender_reports is not None or self._first_arrival is None:
             return
-        waited = time.time() - self._first_arrival
+        waited = time.monotonic() + self._wall_minus_monotonic - self._first_arrival
         have_all = bool(self.kinds) and all(k in self.codecs for k in self.kinds)
         if not have_all and waited < TRACK_WAIT_S and not force:
             return  # a negotiated track has not delivered yet
@@ -149,7 +151,8 @@ class FrameWriter:
         elif muxer.video_codec is not None:
             self._write_video(muxer.video_codec, data, pts)
         if self.first_frame_wallclock is None and muxer.stats.started:
-            self.first_frame_wallclock = time.time()
+            first_us = muxer.stats.first_pts_us
+            self.first_frame_wallclock = self.timeline.wall_time(first_us if first_us is not None else pts)
             self._on_open(muxer.path)
 
     def _write_video(self, codec: str, data: bytes, pts: int) -> None:

@@ -2,9 +2,13 @@
 
 One file per run, ``{prefix}_{unix}.manifest.json`` in the record directory,
 rewritten atomically (temporary file + rename) whenever a stream ends, so it
-is valid JSON even after a crash.  Per stream: ids, file, codecs, resolution,
-first-frame wall-clock time (to align participants), end time, frames, bytes
-and why it ended.
+is valid JSON even after a crash.  A stream's recording is a sequence of
+parts (one file each: the first connection, then one per reconnection or
+rejoin), numbered by ``part`` from 1 in the order the files were opened
+(None for a connection that recorded nothing).  Per part: ids, file, codecs,
+resolution, first-frame wall-clock time (to align participants), end time,
+frames, bytes and why it ended; ``parts`` maps each stream id to its files
+in order.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class RecordingManifest:
         path = writer.muxer.path if writer.muxer is not None else None
         return {
             "stream_id": recorder.plain_id,
+            "part": getattr(recorder, "part", None) if started else None,
             "wire_stream_id": recorder.stream_wire_id,
             "uuid": recorder.uuid,
             "session": recorder.session,
@@ -46,6 +51,9 @@ class RecordingManifest:
             "audio_frames": getattr(stats, "audio_frames", 0) if started else 0,
             "dropped_frames": writer.dropped_frames + (getattr(stats, "dropped_frames", 0) or 0),
             "silence_packets": getattr(stats, "silence_packets", 0) if started else 0,
+            "silence_gaps": getattr(stats, "silence_gaps", 0) if started else 0,
+            "timeline_jumps": writer.timeline.discontinuities,
+            "ignored_frames": dict(getattr(recorder, "ignored_frames", {})),
             "bytes": os.path.getsize(path) if started and path and os.path.exists(path) else 0,
             "requested_kbps": recorder.requested_kbps or None,
             "video_kbps": round(writer.rates["video"].average_kbps(), 1),
@@ -55,9 +63,21 @@ class RecordingManifest:
         }
 
     def add(self, entry: dict) -> None:
-        """Add a finished stream and rewrite the file."""
-        self.data["streams"].append(entry)
+        """Add a finished part and rewrite the file.  Entries stay in the order they
+        finished, except that a stream's parts are always in ``part`` order."""
+        streams, part = self.data["streams"], entry.get("part")
+        later = [i for i, e in enumerate(streams) if part is not None and e.get("part") is not None
+                 and e.get("stream_id") == entry.get("stream_id") and e["part"] > part]
+        streams.insert(later[0] if later else len(streams), entry)
+        self.data["parts"] = self.parts()
         self.write()
+
+    def parts(self) -> dict[str, list[str]]:
+        """Each stream id's files (parts) in order."""
+        out: dict[str, list[str]] = {}
+        for e in sorted((e for e in self.data["streams"] if e.get("part") and e.get("file")), key=lambda e: e["part"]):
+            out.setdefault(e["stream_id"], []).append(e["file"])
+        return out
 
     def close(self) -> None:
         """Stamp the end time and write the final manifest."""

@@ -12,13 +12,20 @@ opening an encoder or decoder for the media itself:
   oldest dropped first) and trimmed to the keyframe's time;
 * timestamps: callers pass integer microseconds on one timeline shared by
   audio and video; the muxer rebases it so the file starts at 0 and keeps
-  each stream's timestamps strictly increasing (a repeated or backward
-  timestamp is moved to one tick after the previous one);
+  each stream's timestamps strictly increasing in the container's own time
+  base (a repeated, backward or too close timestamp is moved to one
+  container tick after the previous one: 1 ms in Matroska);
+* audio gaps: mid-stream pauses over :data:`SILENCE_GAP_US` (a muted
+  microphone, Opus DTX), audio starting after the video and audio ending
+  before it are filled with pre-encoded 20 ms Opus silence, so the audio
+  lasts as long as the recording (counted in :class:`MuxerStats`);
 * crash safety: packets are flushed to the OS as they are written
   (``flush_packets=1``), FFmpeg's interleaving queue is capped at 0.1 s and
   Matroska clusters are closed every :data:`MKV_CLUSTER_TIME_MS`, so a SIGKILL
-  loses at most ~0.2 s (MPEG-TS needs no trailer at all).  ``close()`` writes
-  cues and duration.
+  loses at most ~0.2 s (MPEG-TS needs no trailer at all); the file is synced
+  to the disk about once a second off the calling thread
+  (:mod:`.file_sync`), so a power loss loses about 1-2 s.  ``close()``
+  writes cues and duration.
 
 A muxer is not thread-safe: call it from one thread (e.g. the asyncio loop).
 ``write_*`` never raise; failures are logged and counted in :class:`MuxerStats`.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -37,6 +45,7 @@ from fractions import Fraction
 import av
 
 from ninja_publish import codecs
+from ninja_publish.recording.file_sync import FileSync
 
 __all__ = [
     "MuxerStats",
@@ -60,6 +69,14 @@ MKV_CLUSTER_TIME_MS = 100
 #: An Opus packet that decodes to 20 ms of silence (CELT, fullband, one frame).
 OPUS_SILENCE_20MS = b"\xf8\xff\xfe"
 OPUS_FRAME_TICKS = 960
+#: Audio gaps longer than this (a muted microphone, Opus DTX) are filled with silence.
+SILENCE_GAP_US = 100_000
+SILENCE_GAP_TICKS = SILENCE_GAP_US * 48_000 // 1_000_000
+#: During a pause, audio is kept at most this far behind the video: silence is
+#: written up to ``SILENCE_BEHIND_US`` behind it once the pause is longer than ``SILENCE_LAG_US``.
+SILENCE_LAG_US = 1_000_000
+SILENCE_BEHIND_US = 500_000
+MAX_SILENCE_BEHIND_US = 8_000_000
 
 _VIDEO_CODECS = {name: codecs.CODECS[name].container for name in codecs.names("video")}
 _AUDIO_CODECS = set(codecs.names("audio"))
@@ -86,7 +103,9 @@ class MuxerStats:
     ``dropped_frames`` counts every frame not written, of which
     ``invalid_frames`` failed the bitstream check and ``errors`` were
     exceptions from PyAV; ``nudged_timestamps`` counts repaired timestamps;
-    ``silence_packets`` counts the Opus silence written before late audio.
+    ``silence_packets`` counts the 20 ms Opus silence packets written (before
+    late audio, in mid-stream gaps over ``SILENCE_GAP_US`` and after audio
+    that stopped before the video), ``silence_gaps`` the mid-stream gaps filled.
     """
 
     path: str
@@ -106,6 +125,7 @@ class MuxerStats:
     errors: int = 0
     nudged_timestamps: int = 0
     silence_packets: int = 0
+    silence_gaps: int = 0
 
 
 def extension_for(video_codec: str | None, audio_codec: str | None) -> str:
@@ -161,6 +181,14 @@ class _Track:
         self.time_base = time_base
         self.rate = time_base.denominator
         self.last_ticks: int | None = None
+        self.end_ticks: int | None = None  # audio: where the last packet ends
+        self.silence_end = -1  # audio: where the last silence we wrote ends
+        #: Our ticks per tick of the container's time base (Matroska: 1 ms), so that
+        #: two timestamps never round to the same container timestamp.
+        self.min_step = 0
+        #: Audio: how far behind the video silence is written during a pause
+        #: (doubled whenever real audio arrives where silence was written).
+        self.behind_us = SILENCE_BEHIND_US
 
 
 class PassthroughMuxer:
@@ -188,6 +216,7 @@ class PassthroughMuxer:
         self._size_checked_us = 0
         self._closed = False
         self._failed = False
+        self._file_sync = FileSync(self.path)
 
     # ------------------------------------------------------------ public API
 
@@ -227,11 +256,16 @@ class PassthroughMuxer:
         self._pending_audio.clear()
         if self._container is not None:
             try:
+                self._fill_trailing_silence()
+            except Exception:  # noqa: BLE001
+                self._log_error("trailing silence")
+            try:
                 self._container.close()
             except Exception:  # noqa: BLE001
                 self._log_error("close")
             self._container = None
             self._refresh_size()
+            self._file_sync.final()
         return self.stats
 
     # -------------------------------------------------------------- internals
@@ -322,16 +356,25 @@ class PassthroughMuxer:
         return True
 
     def _mux(self, track: _Track | None, data: bytes, pts_us: int, keyframe: bool) -> None:
-        """Rebase, repair and write one packet."""
+        """Rebase, repair and write one packet (filling audio gaps with silence first)."""
         assert track is not None and self._container is not None  # started
         ticks = ((pts_us - self._base_us) * track.rate + 500_000) // 1_000_000
-        if ticks < 0 and track is self._audio:
-            self.stats.dropped_frames += 1  # audio from before the file start
-            return
-        if track is self._audio and track.last_ticks is None and self._video is not None:
-            self._fill_leading_silence(ticks)
-        if track.last_ticks is not None and ticks <= track.last_ticks:
-            ticks = track.last_ticks + 1
+        if track is self._audio:
+            if ticks < 0:
+                self.stats.dropped_frames += 1  # audio from before the file start
+                return
+            if ticks + OPUS_FRAME_TICKS // 2 <= track.silence_end:  # silence written there already
+                self.stats.dropped_frames += 1
+                track.behind_us = min(2 * track.behind_us, MAX_SILENCE_BEHIND_US)  # fill less eagerly
+                return
+            if track.last_ticks is None and self._video is not None:
+                self._fill_leading_silence(ticks)
+            elif track.end_ticks is not None and ticks - track.end_ticks > SILENCE_GAP_TICKS:
+                self._fill_silence(ticks)
+        elif self._audio is not None:
+            self._keep_audio_up_with(pts_us)
+        if track.last_ticks is not None and ticks < track.last_ticks + track.min_step:
+            ticks = track.last_ticks + track.min_step
             self.stats.nudged_timestamps += 1
         packet = av.Packet(data)
         packet.stream = track.stream
@@ -339,9 +382,13 @@ class PassthroughMuxer:
         packet.pts = packet.dts = ticks
         packet.is_keyframe = keyframe
         if track is self._audio:
-            packet.duration = codecs.opus_duration_samples(data)
+            duration = codecs.opus_duration_samples(data)
+            packet.duration = duration
+            track.end_ticks = ticks + (duration or OPUS_FRAME_TICKS)
         self._container.mux_one(packet)
         track.last_ticks = ticks
+        if track.min_step == 0:  # the container's own time base is known once it wrote a packet
+            track.min_step = max(1, math.ceil(track.rate * Fraction(track.stream.time_base)))
         stats = self.stats
         if track is self._video:
             stats.video_frames += 1
@@ -353,19 +400,48 @@ class PassthroughMuxer:
         stats.duration_s = (stats.last_pts_us - stats.first_pts_us) / 1e6
         if pts_us - self._size_checked_us >= 1_000_000:
             self._refresh_size()
+        self._file_sync.maybe_sync()
 
     def _fill_leading_silence(self, first_audio_ticks: int) -> None:
         """Audio that starts after the video: 20 ms silence packets fill the gap.
 
         So audio and video start together (players and editors align tracks
-        by their first packet).  Pre-encoded Opus silence: nothing is encoded.
-        Gaps longer than the audio buffer bound are left as they are.
+        by their first packet).  Gaps longer than the audio buffer bound are
+        left as they are.
         """
-        audio, container = self._audio, self._container
-        assert audio is not None and container is not None  # called from _mux
+        audio = self._audio
+        assert audio is not None  # called from _mux
         if first_audio_ticks * 1_000_000 // audio.rate > MAX_AUDIO_BUFFER_US:
             return
-        for ticks in range(0, first_audio_ticks - OPUS_FRAME_TICKS // 2, OPUS_FRAME_TICKS):
+        audio.end_ticks = 0
+        self._fill_silence(first_audio_ticks, gap=False)
+
+    def _keep_audio_up_with(self, video_pts_us: int) -> None:
+        """During a long audio pause, write silence up to ``SILENCE_BEHIND_US`` behind the video.
+
+        So a muted microphone leaves no hole even if the file is never closed
+        cleanly, and audio never lags far behind video in the file.
+        """
+        audio = self._audio
+        assert audio is not None
+        if audio.end_ticks is None:  # audio has not started: the leading fill handles it
+            return
+        video_ticks = ((video_pts_us - self._base_us) * audio.rate + 500_000) // 1_000_000
+        if (video_ticks - audio.end_ticks) * 1_000_000 > (SILENCE_LAG_US - SILENCE_BEHIND_US + audio.behind_us) * audio.rate:
+            self._fill_silence(video_ticks - audio.behind_us * audio.rate // 1_000_000)
+
+    def _fill_silence(self, until_ticks: int, gap: bool = True) -> None:
+        """Write 20 ms Opus silence packets from the audio's end up to ``until_ticks``.
+
+        Pre-encoded silence: nothing is encoded.  A mid-stream ``gap`` is
+        counted once in ``stats.silence_gaps`` (however many fills it takes).
+        """
+        audio, container = self._audio, self._container
+        assert audio is not None and container is not None and audio.end_ticks is not None
+        start = audio.end_ticks
+        if gap and audio.silence_end != start:
+            self.stats.silence_gaps += 1
+        for ticks in range(start, until_ticks - OPUS_FRAME_TICKS // 2, OPUS_FRAME_TICKS):
             packet = av.Packet(OPUS_SILENCE_20MS)
             packet.stream = audio.stream
             packet.time_base = audio.time_base
@@ -373,8 +449,20 @@ class PassthroughMuxer:
             packet.duration = OPUS_FRAME_TICKS
             container.mux_one(packet)
             audio.last_ticks = ticks
+            audio.end_ticks = audio.silence_end = ticks + OPUS_FRAME_TICKS
+            if audio.min_step == 0:
+                audio.min_step = max(1, math.ceil(audio.rate * Fraction(audio.stream.time_base)))
             self.stats.silence_packets += 1
             self.stats.audio_frames += 1
+
+    def _fill_trailing_silence(self) -> None:
+        """At close: audio that stopped before the video gets silence up to the video's end."""
+        audio, stats = self._audio, self.stats
+        if audio is None or self._video is None or audio.end_ticks is None or stats.last_pts_us is None:
+            return
+        until = ((stats.last_pts_us - self._base_us) * audio.rate + 500_000) // 1_000_000
+        if until - audio.end_ticks > SILENCE_GAP_TICKS:
+            self._fill_silence(until)
 
     def _discard(self, container) -> None:
         """Close a container that failed to start and delete its file."""

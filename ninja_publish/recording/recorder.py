@@ -5,7 +5,10 @@ answers offers (WebSocket or data channel, encrypted or not), trickles its
 candidates as ``type: "remote"``, applies the publisher's candidates whenever
 they arrive, sends the media request on ``sendChannel``, answers pings,
 handles renegotiation and ``{"bye": true}``, and attaches the frame tap to
-its tracks; its ``FrameWriter`` (``frame_writer.py``) writes the file.
+its tracks; its ``FrameWriter`` (``frame_writer.py``) writes the file.  A
+track we did not ask for (``--noaudio``/``--novideo``) is attached to a sink
+that drops its frames undecoded (counted in ``ignored_frames``); a connection
+still negotiating after ``connect_timeout`` seconds is given up.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 #: vanished (e.g. killed without a bye on a relay that sends none); ICE consent
 #: expiry would otherwise take about 30 s.
 SILENT_PEER_S = 20.0
+#: A peer still in ``new``/``connecting`` this long after its offer is given up
+#: (``--connect-timeout``); the room recorder then asks for the stream again.
+CONNECT_TIMEOUT_S = 15.0
 
 
 class _TrackSink:
@@ -39,14 +45,33 @@ class _TrackSink:
         self._recorder = recorder
         self._kind = kind
 
-    def on_frame(self, codec: str, data: bytes, rtp_timestamp: int) -> None:
-        self._recorder.writer.on_frame(self._kind, codec, data, rtp_timestamp)
+    def on_frame(self, codec: str, data: bytes, rtp_timestamp: int, ssrc: Optional[int] = None) -> None:
+        self._recorder.writer.on_frame(self._kind, codec, data, rtp_timestamp, ssrc)
 
-    def on_sender_report(self, ntp_seconds: float, rtp_timestamp: int) -> None:
-        self._recorder.writer.on_sender_report(self._kind, ntp_seconds, rtp_timestamp)
+    def on_sender_report(self, ntp_seconds: float, rtp_timestamp: int, ssrc: Optional[int] = None) -> None:
+        self._recorder.writer.on_sender_report(self._kind, ntp_seconds, rtp_timestamp, ssrc)
 
     def on_end(self) -> None:
         self._recorder.track_ended(self._kind)
+
+
+class _DroppingSink:
+    """The frame tap's sink for a track we did not ask for (``--noaudio``/``--novideo``
+    and a publisher that sends it anyway): its frames are counted and dropped,
+    never decoded (aiortc would otherwise decode them into a queue nobody reads)."""
+
+    def __init__(self, recorder: "StreamRecorder", kind: str) -> None:
+        self._recorder = recorder
+        self._kind = kind
+
+    def on_frame(self, codec: str, data: bytes, rtp_timestamp: int, ssrc: Optional[int] = None) -> None:
+        self._recorder.ignored_frames[self._kind] = self._recorder.ignored_frames.get(self._kind, 0) + 1
+
+    def on_sender_report(self, ntp_seconds: float, rtp_timestamp: int, ssrc: Optional[int] = None) -> None:
+        pass
+
+    def on_end(self) -> None:
+        pass
 
 
 class StreamRecorder:
@@ -80,17 +105,34 @@ class StreamRecorder:
         self.writer = FrameWriter(path_without_ext, self._request_keyframe, self._file_opened)
         self.controls: dict[str, aiortc_adapter.ReceiverControl] = {}
         self.tracks: dict[str, Any] = {}
+        self._unwanted: list[Any] = []                   # tracks attached to a _DroppingSink
+        #: frames of unwanted tracks dropped undecoded, per kind
+        self.ignored_frames: dict[str, int] = {}
         self.started_at = time.time()
+        self.created = time.monotonic()
+        #: monotonic time the connection last became ``connected`` (None: never)
+        self.connected_at: Optional[float] = None
+        #: this file's index among the stream's files (parts), from 1; set by the room
+        #: recorder when the file opens (None while nothing was recorded)
+        self.part: Optional[int] = None
+        self.connect_timeout = float(options.get("connect_timeout") or CONNECT_TIMEOUT_S)
         self.requested_kbps = int(options.get("record_bitrate") or 0)
         self.end_reason: Optional[str] = None
         self.finished = asyncio.Event()  # set once finalised and reported
         self.state = "negotiating"
         self._pending_candidates: list[dict] = []
+        self._tasks: set[asyncio.Future] = set()  # callbacks' coroutines, kept until done
         self._ticker = asyncio.ensure_future(self._tick())
         self._lock = asyncio.Lock()
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` from a callback, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def key(self) -> tuple[str, Optional[str]]:
@@ -150,7 +192,7 @@ class StreamRecorder:
             on_open()
         else:
             channel.on("open", on_open)
-        channel.on("close", lambda: asyncio.ensure_future(self.finish("data channel closed")))
+        channel.on("close", lambda: self._spawn(self.finish("data channel closed")))
 
     async def _on_channel_message(self, msg: dict) -> None:
         if msg.get("bye"):
@@ -166,9 +208,12 @@ class StreamRecorder:
 
     def _on_track(self, track) -> None:
         kind = track.kind
-        if (kind == "audio" and self._options.get("noaudio")) or (kind == "video" and self._options.get("novideo")):
-            return
         receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+        if (kind == "audio" and self._options.get("noaudio")) or (kind == "video" and self._options.get("novideo")):
+            log.info("%s sends %s although we asked for none: dropping it undecoded", self.plain_id, kind)
+            self._unwanted.append(track)
+            aiortc_adapter.attach(receiver, track, _DroppingSink(self, kind))
+            return
         self.tracks[kind] = track
         self.controls[kind] = aiortc_adapter.attach(receiver, track, _TrackSink(self, kind))
         self.writer.expect(kind)
@@ -177,22 +222,23 @@ class StreamRecorder:
     def _file_opened(self, path: str) -> None:
         result = self._on_file_opened(self, path)
         if asyncio.iscoroutine(result):
-            asyncio.ensure_future(result)
+            self._spawn(result)
 
     def _request_keyframe(self) -> None:
         control = self.controls.get("video")
         if control is not None:
-            asyncio.ensure_future(control.request_keyframe())
+            self._spawn(control.request_keyframe())
 
     def track_ended(self, kind: str) -> None:
         self.tracks.pop(kind, None)
         if not self.tracks and self.end_reason is None:
-            asyncio.ensure_future(self.finish("tracks ended"))
+            self._spawn(self.finish("tracks ended"))
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
             self.state = "recording"
+            self.connected_at = time.monotonic()
         elif state in ("failed", "closed") and self.end_reason is None:
             await self.finish(f"connection {state}")
 
@@ -200,9 +246,15 @@ class StreamRecorder:
         while True:
             await asyncio.sleep(1.0)
             self.writer.tick()
+            waited = time.monotonic() - self.created
+            if self.pc.connectionState in ("new", "connecting") and waited > self.connect_timeout:
+                log.warning("%s: still %s after %.0f s: giving up on this connection", self.plain_id,
+                            self.pc.connectionState, waited)
+                self._spawn(self.finish("connection timed out"))
+                return
             if self.state == "recording" and self._silent_for() > SILENT_PEER_S:
                 log.warning("%s: no media or messages for %.0f s: ending it", self.plain_id, SILENT_PEER_S)
-                asyncio.ensure_future(self.finish("peer went silent"))
+                self._spawn(self.finish("peer went silent"))
                 return
 
     def _silent_for(self) -> float:
@@ -223,7 +275,7 @@ class StreamRecorder:
         if self.link is not None and self.link.is_open and reason not in ("bye", "data channel closed"):
             self.link.send({"bye": True})
             await self.link.drain()
-        for track in list(self.tracks.values()):
+        for track in [*self.tracks.values(), *self._unwanted]:
             aiortc_adapter.detach(track)
         stats = self.writer.close()
         try:

@@ -23,15 +23,17 @@ from ninja_publish.aiortc_adapter.patching import AdapterError, Patch
 class _Sink:
     def __init__(self) -> None:
         self.frames: list[tuple[str, bytes, int]] = []
+        self.ssrcs: set = set()
         self.got = asyncio.Event()
         self.ended = False
 
-    def on_frame(self, codec, data, ts):
+    def on_frame(self, codec, data, ts, ssrc=None):
         self.frames.append((codec, data, ts))
+        self.ssrcs.add(ssrc)
         if len(self.frames) >= 5:
             self.got.set()
 
-    def on_sender_report(self, ntp, rtp):
+    def on_sender_report(self, ntp, rtp, ssrc=None):
         raise RuntimeError("a broken observer must not break the receiver")
 
     def on_end(self):
@@ -99,8 +101,11 @@ async def test_frame_tap_and_stock_decoding_coexist():
     sink = _Sink()
     decoded_track = asyncio.get_running_loop().create_future()
 
+    receivers = []
+
     def attach(pc, track):
         receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+        receivers.append(receiver)
         aiortc_adapter.attach(receiver, track, sink)
 
     pairs = [await _pair(attach), await _pair(lambda pc, track: decoded_track.set_result(track))]
@@ -112,6 +117,8 @@ async def test_frame_tap_and_stock_decoding_coexist():
         assert codec == "vp8" and isinstance(data, bytes) and data[0] & 1 == 0, "first frame is a VP8 keyframe"
         timestamps = [ts for _, _, ts in sink.frames]
         assert timestamps == sorted(timestamps) and timestamps[0] > 0, "raw RTP timestamps, not rebased"
+        media_ssrc = receivers[0].getSynchronizationSources()[0].source
+        assert sink.ssrcs == {media_ssrc}, "every frame carries the sender's media SSRC"
     finally:
         for sender, receiver in pairs:
             await sender.close()
