@@ -3,7 +3,9 @@
 The room-recording plugin hands it every signaling event (``claim``, behind
 the client's ``dispatch_message`` hook); it routes them by (``UUID``,
 ``session``; a null session is a session) to one ``StreamRecorder`` per
-remote stream.  It receives what it needs explicitly (``Signaling``,
+remote stream.  Each peer's offers, candidates and leaving run in that peer's
+own ordered task, so the claim returns at once and one peer's slow answer
+(ICE gathering) holds up neither the WebSocket nor the other peers.  It receives what it needs explicitly (``Signaling``,
 ``RecordingSettings``, two callbacks), never the client.  It
 discovers publishers from ``listing``, ``videoaddedtoroom``,
 ``someonejoined``, relayed ``joinroom``/``seed`` and unsolicited offers (so
@@ -26,6 +28,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from collections import deque
 from typing import Any, Awaitable, Callable, Optional
 
 from aiortc import RTCConfiguration
@@ -35,6 +38,7 @@ from ninja_publish.protocol import wire as vp
 from ninja_publish.protocol.events import (
     LEAVE_REQUESTS, Candidates, Description, MemberJoined, PeerLeft, RoomListing, SignalEvent,
 )
+from ninja_publish.recording.frame_writer import SpaceGuard
 from ninja_publish.recording.manifest import RecordingManifest
 from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S, StreamRecorder
 
@@ -51,6 +55,8 @@ FINALISE_HOOKS_TIMEOUT_S = 30.0
 REASK_MAX_S = 30.0
 #: A connection that lasted this long resets the stream's backoff.
 STABLE_S = 30.0
+#: ``--min-free`` default (MB): no new file is opened with less free space.
+MIN_FREE_MB = 500
 
 
 @dataclass
@@ -80,6 +86,7 @@ class RecordingSettings:
     bitrate_kbps: int = 0
     finalise_timeout_s: float = FINALISE_HOOKS_TIMEOUT_S  # --finalise-timeout: recording_finalised hooks at shutdown
     connect_timeout_s: float = CONNECT_TIMEOUT_S          # --connect-timeout: a negotiation that never finishes
+    min_free_mb: int = MIN_FREE_MB                        # --min-free: no new part below this free space (0: off)
 
     def recorder_options(self) -> dict[str, Any]:
         return {"noaudio": self.noaudio, "novideo": self.novideo, "prefer_codec": self.prefer_codec,
@@ -108,6 +115,10 @@ class MultiPeerClient:
         self.prefix = vp.sanitize_for_filename(settings.prefix, 64)
         self.filters = [s for s in settings.streams if s]
         self.options = settings.recorder_options()
+        self.space = self.options["space"] = SpaceGuard(settings.record_dir, settings.min_free_mb * 1_000_000)
+        if self.space.shortage():
+            log.warning("%s in %s (--min-free %d MB): no file is opened until there is more", self.space.shortage(),
+                        settings.record_dir, settings.min_free_mb)
         self.bitrate_kbps = settings.bitrate_kbps
         self.single_stream = settings.single_stream
         self._on_opened = on_opened
@@ -124,6 +135,11 @@ class MultiPeerClient:
         self._failures: dict[str, int] = {}             # wire stream id → failures in a row (backoff)
         self._reasks: dict[str, asyncio.Future] = {}    # UUID → the pending "ask again" task
         self._parts: dict[str, int] = {}                # plain stream id → files (parts) opened so far
+        # Each peer's signaling (offers, candidates, leaving) runs in its own ordered
+        # worker: one peer's slow answer (ICE gathering) holds neither the WebSocket
+        # read loop nor the other peers.  UUID → jobs waiting / the worker draining them.
+        self._peer_jobs: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
+        self._peer_workers: dict[str, asyncio.Future] = {}
 
     # ------------------------------------------------------------------ filters
 
@@ -165,10 +181,11 @@ class MultiPeerClient:
 
     def claim(self, event: SignalEvent) -> Optional[Awaitable[None] | bool]:
         """Is this signaling event ours?  None: not ours (the client handles it);
-        True: handled; an awaitable: ours, the client awaits the handling.
+        True: handled (or queued), returned at once.
 
-        Room events (listing, joins, leaves) are handled at once; offers and
-        candidates for our recorders return their (ordered) handling.
+        Room events (listing, joins) are handled at once; offers, candidates and
+        leaving are queued on their peer's ordered worker (``_queue``): one
+        peer's messages keep their order, peers never wait for each other.
         """
         if isinstance(event, RoomListing):
             for member in event.members:
@@ -187,6 +204,13 @@ class MultiPeerClient:
                 reask.cancel()
             for recorder in self._recorders_of(event.uuid):
                 self._finish_soon(recorder, event.reason)
+            if event.uuid in self._peer_jobs:  # and those an offer still queued would create
+                uuid, reason = event.uuid, event.reason
+
+                async def leave() -> None:
+                    for recorder in self._recorders_of(uuid):
+                        self._finish_soon(recorder, reason)
+                self._queue(uuid, leave)
             return True
         if isinstance(event, Description) and event.is_offer:
             if event.uuid is None:
@@ -195,16 +219,53 @@ class MultiPeerClient:
             if self.closing:
                 log.info("an offer from %s arrived during shutdown: not answered", event.uuid)
                 return True
-            return self._on_offer(event.uuid, event.session, event.stream_id, event.sdp)
+            uuid, session, stream_id, sdp = event.uuid, event.session, event.stream_id, event.sdp
+            if uuid not in self._peer_jobs and (uuid, session) not in self.recorders \
+                    and not self._offered_id(uuid, stream_id):
+                return True  # not recorded (logged): decided at once, nothing queued before could change that
+            self._queue(uuid, lambda: self._on_offer(uuid, session, stream_id, sdp))
+            return True
         if isinstance(event, Candidates) and event.uuid is not None:
-            target = self.recorders.get((event.uuid, event.session))
-            return target.add_candidates(list(event.candidates)) if target is not None else None
+            key, cands = (event.uuid, event.session), list(event.candidates)
+            if key not in self.recorders and event.uuid not in self._peer_jobs:
+                return None  # no recorder, no offer on its way: not ours
+
+            async def apply() -> None:
+                target = self.recorders.get(key)  # (created by an offer queued before)
+                if target is not None:
+                    await target.add_candidates(cands)
+            self._queue(event.uuid, apply)
+            return True
         return None
+
+    def _queue(self, uuid: str, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` after the jobs queued before for this peer, in that peer's
+        own worker task (started when needed, gone once its queue is empty)."""
+        self._peer_jobs.setdefault(uuid, deque()).append(job)
+        if uuid not in self._peer_workers:
+            self._peer_workers[uuid] = asyncio.ensure_future(self._peer_worker(uuid))
+
+    async def _peer_worker(self, uuid: str) -> None:
+        jobs = self._peer_jobs[uuid]
+        try:
+            while jobs:
+                job = jobs.popleft()
+                try:
+                    await job()
+                except Exception:
+                    log.exception("handling signaling from %s failed", uuid)
+        finally:
+            del self._peer_workers[uuid]
+            if not jobs and self._peer_jobs.get(uuid) is jobs:
+                del self._peer_jobs[uuid]
 
     def _recorders_of(self, uuid: str) -> list[StreamRecorder]:
         return [r for key, r in self.recorders.items() if key[0] == uuid]
 
     async def _on_offer(self, uuid: str, session: Optional[str], offered_id: Optional[str], sdp: str) -> None:
+        if self.closing:  # queued before shutdown started
+            log.info("an offer from %s arrived during shutdown: not answered", uuid)
+            return
         key = (uuid, session)
         recorder = self.recorders.get(key)
         if recorder is not None and (recorder.end_reason is not None or recorder.is_new_connection(sdp)):
@@ -213,12 +274,8 @@ class MultiPeerClient:
             self._finish_soon(recorder, "replaced by a new connection")
             recorder = None
         if recorder is None:
-            wire_id = offered_id or self.members.get(uuid) or ""
+            wire_id = self._offered_id(uuid, offered_id)
             if not wire_id:
-                log.warning("offer from %s names no stream and was not requested: ignored", uuid)
-                return
-            if not self.wanted(wire_id):
-                log.info("ignoring offer for %s (filtered out)", self.identity.plain_stream_id(wire_id))
                 return
             for old in self._recorders_of(uuid):  # the publisher restarted its session
                 self._finish_soon(old, "replaced by a new session")
@@ -230,6 +287,17 @@ class MultiPeerClient:
             log.error("could not answer %s's offer: %s", recorder.plain_id, exc)
             self._finish_soon(recorder, "negotiation failed")
 
+    def _offered_id(self, uuid: str, offered_id: Optional[str]) -> str:
+        """The wire stream id a new offer from ``uuid`` is for, or "" (logged) if we do not record it."""
+        wire_id = offered_id or self.members.get(uuid) or ""
+        if not wire_id:
+            log.warning("offer from %s names no stream and was not requested: ignored", uuid)
+            return ""
+        if not self.wanted(wire_id):
+            log.info("ignoring offer for %s (filtered out)", self.identity.plain_stream_id(wire_id))
+            return ""
+        return wire_id
+
     def _new_recorder(self, uuid: str, session: Optional[str], wire_id: str) -> StreamRecorder:
         plain = self.identity.plain_stream_id(wire_id)
         safe = vp.sanitize_for_filename(plain)
@@ -237,6 +305,7 @@ class MultiPeerClient:
         recorder = StreamRecorder(
             uuid, session, wire_id, plain, path, self.signaling.send, self.signaling.cipher,
             self.signaling.ice_configuration, self.options, self._on_recorder_finished, self._on_file_opened,
+            on_part_failed=self._on_part_failed, next_path=self._next_part_path,
         )
         self.recorders[recorder.key] = recorder
         log.info("recording %s (peer %s, session %s)", plain, uuid, session if session is not None else "null")
@@ -305,6 +374,23 @@ class MultiPeerClient:
                     self.requested.pop(uuid, None)
                     self.discover(uuid, wire_id)
 
+    def _on_part_failed(self, recorder: StreamRecorder, stats: Any) -> None:
+        """A part's file failed (a full disk): list it, run the hooks; the stream goes on
+        and its next file is a new part."""
+        entry = self.manifest.entry(recorder, stats)
+        entry["end_reason"] = f"write failed: {stats.error}"
+        announce.file_finished(recorder.plain_id, entry["file"], str(stats.error))
+        recorder.part = None  # the next file gets the next number
+        self.finished.append(entry)
+        self.manifest.add(entry)
+        hook = asyncio.ensure_future(self._on_finalised(entry))
+        self._hooks.add(hook)
+        hook.add_done_callback(self._hooks.discard)
+
+    def _next_part_path(self, recorder: StreamRecorder) -> str:
+        safe = vp.sanitize_for_filename(recorder.plain_id)
+        return self._unique_base(f"{self.prefix}_{safe}_{int(time.time())}")
+
     def _reask_later(self, recorder: StreamRecorder) -> None:
         """The member is still in the room: ask for its stream again after a backoff
         (1, 2, 4 … ``REASK_MAX_S`` s; reset by a connection that lasted ``STABLE_S``).
@@ -353,6 +439,8 @@ class MultiPeerClient:
         for reask in self._reasks.values():
             reask.cancel()
         self._reasks.clear()
+        for jobs in self._peer_jobs.values():
+            jobs.clear()  # queued signaling is dropped; the job running ends with its recorder
         everyone = {*self.recorders.values(), *self._ending}  # incl. those already ending by themselves
         for recorder in everyone:
             self._finish_soon(recorder, "shutdown")

@@ -16,7 +16,7 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Any, Awaitable, Optional
 
-from multi_peer_client import FINALISE_HOOKS_TIMEOUT_S, MultiPeerClient, RecordingSettings, Signaling
+from multi_peer_client import FINALISE_HOOKS_TIMEOUT_S, MIN_FREE_MB, MultiPeerClient, RecordingSettings, Signaling
 from ninja_publish import announce
 from ninja_publish import aiortc_adapter, codecs
 from ninja_publish.protocol.events import SignalEvent
@@ -42,6 +42,16 @@ def _kbps(value: str) -> int:
     if kbps < 0:
         raise argparse.ArgumentTypeError("must be 0 (leave it to the publisher) or more")
     return kbps
+
+
+def _megabytes(value: str) -> int:
+    try:
+        mb = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of MB: {value!r}") from None
+    if mb < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no guard) or more")
+    return mb
 
 
 def check_record_dir(path: str) -> None:
@@ -96,6 +106,9 @@ class RoomRecording:
         group.add_argument("--finalise-timeout", type=_seconds, default=FINALISE_HOOKS_TIMEOUT_S, metavar="SECONDS",
                            help="at shutdown, how long recording_finalised hooks (uploads...) may still run "
                                 f"(default {FINALISE_HOOKS_TIMEOUT_S:.0f})")
+        group.add_argument("--min-free", type=_megabytes, default=MIN_FREE_MB, metavar="MB",
+                           help="no new file is opened while --record-dir has less free space than this "
+                                f"(MB, default {MIN_FREE_MB}; 0: no guard)")
 
     @hookimpl
     def configure(self, args: argparse.Namespace, client: "WebRTCClient") -> None:
@@ -112,6 +125,7 @@ class RoomRecording:
             streams=[s.strip() for s in (args.record_streams or "").split(",")], single_stream=single,
             noaudio=args.noaudio, novideo=args.novideo, prefer_codec=args.codec, bitrate_kbps=args.record_bitrate,
             finalise_timeout_s=args.finalise_timeout, connect_timeout_s=args.connect_timeout,
+            min_free_mb=args.min_free,
         )
         signaling = Signaling(client.send, client.identity, client.cipher, client.ice_configuration,
                               room=args.room, room_wire=client.room_wire)

@@ -6,6 +6,14 @@ track delivered and RTCP sender reports fixed the shared timeline (bounded
 waits, then arrival times), writes from a keyframe on, drops broken frames
 until the next keyframe, asks for keyframes (PLI) when it needs one, and
 hands everything to ``PassthroughMuxer``.
+
+Write errors and free space: when the muxer's file fails (a full disk), the
+part is closed (``on_part_failed``), frames are dropped while the error lasts
+(``error``: shown in the status, kept in the manifest) and a new part is
+started (``next_path``) once :class:`SpaceGuard` sees enough free space again.
+The guard's ``--min-free`` threshold also stops new parts from being opened
+before the disk is full.  One line is logged when an error starts and one
+when recording resumes.
 """
 
 from __future__ import annotations
@@ -29,17 +37,69 @@ SR_WANTED = 3
 TRACK_WAIT_S = 10.0
 #: Keyframe requests: at most one per this many seconds.
 PLI_INTERVAL_S = 1.0
+#: After a failed part, the next one is tried at most this often ...
+RETRY_AFTER_S = 2.0
+#: ... and, after a full disk, only with at least this much free space (or ``--min-free``).
+RESUME_FREE_BYTES = 2_000_000
 MAX_PENDING_FRAMES = 2000
 SUPPORTED_CODECS = {kind: codecs.names(kind) for kind in ("video", "audio")}
+
+
+class SpaceGuard:
+    """Free space in the record directory, from ``os.statvfs`` at most once per
+    ``interval`` (a cheap system call, cached: shared by every stream).
+
+    ``min_free`` (bytes, ``--min-free``; 0 disables) is the space below which
+    no new part is opened.
+    """
+
+    def __init__(self, directory: str, min_free: int, interval: float = 1.0) -> None:
+        self.directory = directory
+        self.min_free = max(0, int(min_free))
+        self.interval = interval
+        self._checked = -float("inf")
+        self._free: Optional[int] = None
+
+    def free_bytes(self) -> Optional[int]:
+        """Bytes free for us (None if unknown)."""
+        now = time.monotonic()
+        if now - self._checked >= self.interval:
+            self._checked = now
+            try:
+                st = os.statvfs(self.directory)
+                self._free = st.f_bavail * st.f_frsize
+            except OSError:
+                self._free = None
+        return self._free
+
+    def shortage(self, at_least: int = 0) -> Optional[str]:
+        """Why a new part must not be opened now (None: it may): free space under
+        ``max(min_free, at_least)``."""
+        need = max(self.min_free, at_least)
+        free = self.free_bytes() if need else None
+        if free is None or free >= need:
+            return None
+        return f"low disk space: {free / 1e6:.1f} MB free, under {need / 1e6:.0f} MB"
 
 
 class FrameWriter:
     """Aligns one stream's audio and video frames and writes them to one file."""
 
-    def __init__(self, path_without_ext: str, request_keyframe: Callable[[], Any], on_open: Callable[[str], None]) -> None:
+    def __init__(self, path_without_ext: str, request_keyframe: Callable[[], Any], on_open: Callable[[str], None],
+                 space: Optional[SpaceGuard] = None, on_part_failed: Optional[Callable[[MuxerStats], None]] = None,
+                 next_path: Optional[Callable[[], str]] = None) -> None:
         self.path_without_ext = path_without_ext
         self._request_keyframe = request_keyframe
         self._on_open = on_open
+        self._space = space
+        self._on_part_failed = on_part_failed
+        self._next_path = next_path
+        #: the current write problem (``disk full``, ``low disk space: …``), None while writing
+        self.error: Optional[str] = None
+        self.write_errors = 0  # failed writes over the stream's parts
+        self._failed_parts = 0
+        self._retry_at = 0.0
+        self._new_path = False  # the next part needs a new name
         self.timeline = StreamTimeline()
         self.kinds: set[str] = set()
         self.codecs: dict[str, str] = {}
@@ -82,7 +142,8 @@ class FrameWriter:
                         os.path.basename(self.path_without_ext), kind)
         if self._first_arrival is None:
             self._first_arrival = now
-        if kind == "video" and self.muxer is None and self._need_keyframe and not codecs.is_keyframe(codec, data):
+        if (kind == "video" and self.muxer is None and self._need_keyframe and self.error is None
+                and not codecs.is_keyframe(codec, data)):
             self.maybe_request_keyframe()
         if self.timeline.use_sender_reports is None:
             self._pending.append((kind, data, ext))
@@ -95,7 +156,8 @@ class FrameWriter:
     def tick(self) -> None:
         """Called about once a second: timeouts and periodic keyframe requests."""
         self._maybe_flush()
-        if "video" in self.kinds and self._need_keyframe:
+        # (not while a write problem keeps the file closed: its new muxer waits for one)
+        if "video" in self.kinds and self._need_keyframe and (self.error is None or self.muxer is not None):
             self.maybe_request_keyframe()
 
     def maybe_request_keyframe(self) -> None:
@@ -133,6 +195,9 @@ class FrameWriter:
             self._write(kind, data, ext)
 
     def _open_muxer(self) -> PassthroughMuxer:
+        if self._new_path and self._next_path is not None:
+            self._new_path = False
+            self.path_without_ext = self._next_path()
         recordable = {}
         for kind, codec in self.codecs.items():
             if codec in SUPPORTED_CODECS[kind]:
@@ -143,17 +208,60 @@ class FrameWriter:
         self.muxer = PassthroughMuxer(self.path_without_ext, recordable.get("video"), recordable.get("audio"))
         return self.muxer
 
+    def _may_open(self) -> bool:
+        """May a new part (file) be opened now?  Logs once when it may not, once when it may again."""
+        name = os.path.basename(self.path_without_ext)
+        if time.monotonic() < self._retry_at:
+            return False
+        resume = RESUME_FREE_BYTES if self.error == "disk full" else 0
+        shortage = self._space.shortage(resume) if self._space is not None else None
+        if shortage is not None:
+            if self.error is None:
+                log.warning("%s: not recording: %s (--min-free)", name, shortage)
+                self.error = "low disk space"
+            return False
+        return True  # ``error`` is cleared once the new file really started
+
     def _write(self, kind: str, data: bytes, ext: int) -> None:
+        if self.muxer is None and not self._may_open():
+            self.dropped_frames += 1
+            return
         muxer = self.muxer or self._open_muxer()
         pts = self.timeline.to_us(kind, ext)
         if kind == "audio":
             muxer.write_audio(data, pts)
         elif muxer.video_codec is not None:
             self._write_video(muxer.video_codec, data, pts)
+        if muxer.failed:
+            self._part_failed(muxer)
+            return
         if self.first_frame_wallclock is None and muxer.stats.started:
+            if self.error is not None:
+                log.warning("%s: recording again after %s: new part %s", os.path.basename(self.path_without_ext),
+                            self.error, os.path.basename(muxer.path))
+                self.error = None
             first_us = muxer.stats.first_pts_us
             self.first_frame_wallclock = self.timeline.wall_time(first_us if first_us is not None else pts)
             self._on_open(muxer.path)
+
+    def _part_failed(self, muxer: PassthroughMuxer) -> None:
+        """The file failed (it closed itself): report the part, drop frames until a new one can open."""
+        stats, previous = muxer.stats, self.error
+        self.error = stats.error or "could not create the file"
+        self.write_errors += stats.write_errors
+        self._retry_at = time.monotonic() + RETRY_AFTER_S
+        if not stats.started:  # no file was left: nothing to report
+            if previous != self.error:
+                log.error("%s: %s: not recording", os.path.basename(self.path_without_ext), self.error)
+            self.muxer = None
+            return
+        self._failed_parts += 1
+        if self._on_part_failed is not None:
+            self._on_part_failed(stats)  # the muxer and first frame time still describe the part
+        self.muxer = None
+        self.first_frame_wallclock = None
+        self._need_keyframe = True
+        self._new_path = self._next_path is not None
 
     def _write_video(self, codec: str, data: bytes, pts: int) -> None:
         """Keyframe gating: after a broken frame, nothing until the next keyframe."""

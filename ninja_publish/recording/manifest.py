@@ -8,15 +8,21 @@ rejoin), numbered by ``part`` from 1 in the order the files were opened
 (None for a connection that recorded nothing).  Per part: ids, file, codecs,
 resolution, first-frame wall-clock time (to align participants), end time,
 frames, bytes and why it ended; ``parts`` maps each stream id to its files
-in order.
+in order.  ``error`` says why a part ended early or why nothing was being
+recorded (``disk full``, ``low disk space``), ``write_errors`` counts its
+failed writes.  A manifest that cannot be written (a full disk) is logged
+once, retried at the next change, and never stops the hooks.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any, Optional
+
+log = logging.getLogger(__name__)
 
 
 class RecordingManifest:
@@ -26,6 +32,7 @@ class RecordingManifest:
         self.started = time.time()
         self.path = os.path.join(record_dir, f"{prefix}_{int(self.started)}.manifest.json")
         self.data: dict[str, Any] = {"room": room, "started": self.started, "ended": None, "streams": []}
+        self.write_error: Optional[str] = None  # why the last write failed (logged once)
 
     @staticmethod
     def entry(recorder, stats) -> dict:
@@ -60,6 +67,8 @@ class RecordingManifest:
             "audio_kbps": round(writer.rates["audio"].average_kbps(), 1),
             "av_sync": "rtcp" if writer.timeline.use_sender_reports else "arrival",
             "end_reason": recorder.end_reason,
+            "error": getattr(stats, "error", None) or getattr(writer, "error", None),
+            "write_errors": getattr(stats, "write_errors", 0) or 0,
         }
 
     def add(self, entry: dict) -> None:
@@ -84,9 +93,24 @@ class RecordingManifest:
         self.data["ended"] = time.time()
         self.write()
 
-    def write(self) -> None:
-        """Atomically replace the manifest file."""
+    def write(self) -> bool:
+        """Atomically replace the manifest file; never raises ``OSError``: a failure
+        is logged once (and its recovery once) and the previous file is kept."""
         tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh, indent=2)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.data, fh, indent=2)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            if self.write_error is None:
+                log.error("could not write the manifest %s: %s (retried at the next change)", self.path, exc)
+            self.write_error = str(exc)
+            return False
+        if self.write_error is not None:
+            log.warning("manifest %s written again", self.path)
+            self.write_error = None
+        return True

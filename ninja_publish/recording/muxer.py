@@ -29,11 +29,19 @@ opening an encoder or decoder for the media itself:
 
 A muxer is not thread-safe: call it from one thread (e.g. the asyncio loop).
 ``write_*`` never raise; failures are logged and counted in :class:`MuxerStats`.
+
+Write errors (a full disk, an I/O error): FFmpeg's output stays failed after
+its first error, so the first ``OSError`` from a write ends the file: it is
+closed, cut back to the size it had after the last packet written whole (so
+what was written decodes), the reason is kept in ``stats.error`` (``disk
+full`` for ``ENOSPC``/``EDQUOT``) and the muxer reports ``failed``; one line
+is logged.  The caller starts a new file (part) when it can.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import logging
 import math
@@ -126,6 +134,18 @@ class MuxerStats:
     nudged_timestamps: int = 0
     silence_packets: int = 0
     silence_gaps: int = 0
+    #: why the file ended early (``disk full``, ``write error: …``), None if it did not
+    error: str | None = None
+    #: writes that failed (the first one ends the file)
+    write_errors: int = 0
+
+
+def describe_write_error(exc: BaseException) -> str:
+    """A short reason for a failed write: ``disk full`` for ENOSPC/EDQUOT."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return f"write error: {getattr(exc, 'strerror', None) or exc}"
 
 
 def extension_for(video_codec: str | None, audio_codec: str | None) -> str:
@@ -216,6 +236,7 @@ class PassthroughMuxer:
         self._size_checked_us = 0
         self._closed = False
         self._failed = False
+        self._good_size = 0  # file size after the last packet written whole
         self._file_sync = FileSync(self.path)
 
     # ------------------------------------------------------------ public API
@@ -228,9 +249,11 @@ class PassthroughMuxer:
         """
         try:
             self._write_video(bytes(data), int(pts_us), bool(keyframe))
-        except Exception:  # noqa: BLE001 - a recorder must not die on one frame
+        except Exception as exc:  # noqa: BLE001 - a recorder must not die on one frame
             self.stats.dropped_frames += 1
-            self._log_error("video frame")
+            self._on_exception(exc, "video frame")
+        else:
+            self._written()
 
     def write_audio(self, data: bytes, pts_us: int) -> None:
         """Write one Opus packet (48 kHz).  Never raises.
@@ -239,9 +262,16 @@ class PassthroughMuxer:
         """
         try:
             self._write_audio(bytes(data), int(pts_us))
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             self.stats.dropped_frames += 1
-            self._log_error("audio packet")
+            self._on_exception(exc, "audio packet")
+        else:
+            self._written()
+
+    @property
+    def failed(self) -> bool:
+        """The file could not be created, or a write failed and it was closed."""
+        return self._failed
 
     def close(self) -> MuxerStats:
         """Finalise the file (trailer, cues, duration) and return the stats.
@@ -261,6 +291,14 @@ class PassthroughMuxer:
                 self._log_error("trailing silence")
             try:
                 self._container.close()
+            except OSError as exc:  # the trailer did not fit: cut it off, the packets stay
+                self.stats.write_errors += 1
+                self.stats.error = describe_write_error(exc)
+                log.error("%s: %s writing the trailer: cut back to %d bytes", self.path, self.stats.error, self._good_size)
+                try:
+                    os.truncate(self.path, self._good_size)
+                except OSError:
+                    pass
             except Exception:  # noqa: BLE001
                 self._log_error("close")
             self._container = None
@@ -341,11 +379,17 @@ class PassthroughMuxer:
                 self._audio = _Track(stream, AUDIO_TIME_BASE)
             self._container, self._base_us = container, pts_us
             self._mux(self._video or self._audio, data, pts_us, True)
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             self._failed = True
             self._container = None
             self.stats.dropped_frames += 1
-            self._log_error(f"starting {self.path}")
+            if isinstance(exc, OSError):  # the caller reports it (once)
+                self.stats.error = describe_write_error(exc)
+                self.stats.errors += 1
+                log.debug("%s: could not start: %s", self.path, exc)
+            else:
+                self.stats.error = "could not create the file"
+                self._log_error(f"starting {self.path}")
             self._discard(container)
             return False
         self.stats.started = True
@@ -482,6 +526,36 @@ class PassthroughMuxer:
             self.stats.bytes_written = os.path.getsize(self.path)
         except OSError:
             pass
+
+    def _written(self) -> None:
+        """A write succeeded: remember the size of the file written whole so far."""
+        if self._container is not None:
+            try:
+                self._good_size = os.path.getsize(self.path)
+            except OSError:
+                pass
+
+    def _on_exception(self, exc: Exception, what: str) -> None:
+        """An I/O error on an open file ends it (FFmpeg's output stays failed); others are counted."""
+        if self._container is None or not isinstance(exc, OSError):
+            self._log_error(what)
+            return
+        self.stats.write_errors += 1
+        self.stats.error = describe_write_error(exc)
+        self._failed = True
+        container, self._container = self._container, None
+        try:
+            container.close()  # its output is failed: FFmpeg writes nothing more
+        except Exception:  # noqa: BLE001 - broken already
+            pass
+        try:
+            os.truncate(self.path, self._good_size)  # cut the packet written in part
+        except OSError as cut:
+            log.warning("%s: could not cut back to %d bytes: %s", self.path, self._good_size, cut)
+        self._refresh_size()
+        self._file_sync.final()
+        log.error("%s: %s (%s) writing a %s: file closed at %d bytes", self.path, self.stats.error, exc,
+                  what, self._good_size)
 
     def _log_error(self, what: str) -> None:
         """Count an exception from PyAV and log it (rate-limited)."""

@@ -7,8 +7,10 @@ they arrive, sends the media request on ``sendChannel``, answers pings,
 handles renegotiation and ``{"bye": true}``, and attaches the frame tap to
 its tracks; its ``FrameWriter`` (``frame_writer.py``) writes the file.  A
 track we did not ask for (``--noaudio``/``--novideo``) is attached to a sink
-that drops its frames undecoded (counted in ``ignored_frames``); a connection
-still negotiating after ``connect_timeout`` seconds is given up.
+that drops its frames undecoded (counted in ``ignored_frames``), and so is
+every video (audio) track after the first on one connection: the file holds
+one track of each kind.  A connection still negotiating after
+``connect_timeout`` seconds is given up.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ class _TrackSink:
 
 
 class _DroppingSink:
-    """The frame tap's sink for a track we did not ask for (``--noaudio``/``--novideo``
-    and a publisher that sends it anyway): its frames are counted and dropped,
-    never decoded (aiortc would otherwise decode them into a queue nobody reads)."""
+    """The frame tap's sink for a track we do not record (``--noaudio``/``--novideo``
+    and a publisher that sends it anyway, or a second track of a kind on one
+    connection): its frames are counted and dropped, never decoded (aiortc would
+    otherwise decode them into a queue nobody reads)."""
 
     def __init__(self, recorder: "StreamRecorder", kind: str) -> None:
         self._recorder = recorder
@@ -90,6 +93,8 @@ class StreamRecorder:
         options: dict,
         on_finished: Callable[["StreamRecorder", Optional[Any]], Any],
         on_file_opened: Callable[["StreamRecorder", str], Any],
+        on_part_failed: Optional[Callable[["StreamRecorder", Any], Any]] = None,
+        next_path: Optional[Callable[["StreamRecorder"], str]] = None,
     ) -> None:
         self.uuid = uuid
         self.session = session
@@ -102,10 +107,15 @@ class StreamRecorder:
         self._on_file_opened = on_file_opened
         self.pc = RTCPeerConnection(configuration)
         self.link: Optional[ChannelLink] = None
-        self.writer = FrameWriter(path_without_ext, self._request_keyframe, self._file_opened)
+        self.writer = FrameWriter(
+            path_without_ext, self._request_keyframe, self._file_opened, space=options.get("space"),
+            on_part_failed=(lambda stats: on_part_failed(self, stats)) if on_part_failed else None,
+            next_path=(lambda: next_path(self)) if next_path else None,
+        )
         self.controls: dict[str, aiortc_adapter.ReceiverControl] = {}
         self.tracks: dict[str, Any] = {}
         self._unwanted: list[Any] = []                   # tracks attached to a _DroppingSink
+        self._extra_kinds: set[str] = set()              # kinds with a second track (dropped, logged once)
         #: frames of unwanted tracks dropped undecoded, per kind
         self.ignored_frames: dict[str, int] = {}
         self.started_at = time.time()
@@ -214,6 +224,15 @@ class StreamRecorder:
             self._unwanted.append(track)
             aiortc_adapter.attach(receiver, track, _DroppingSink(self, kind))
             return
+        if kind in self.tracks or kind in self._extra_kinds:
+            # one track of each kind per file: a second one would be muxed into the same stream
+            if kind not in self._extra_kinds:
+                log.warning("%s sends more than one %s track: recording the first, dropping the others undecoded",
+                            self.plain_id, kind)
+            self._extra_kinds.add(kind)
+            self._unwanted.append(track)
+            aiortc_adapter.attach(receiver, track, _DroppingSink(self, kind))
+            return
         self.tracks[kind] = track
         self.controls[kind] = aiortc_adapter.attach(receiver, track, _TrackSink(self, kind))
         self.writer.expect(kind)
@@ -295,7 +314,7 @@ class StreamRecorder:
         stats = muxer.stats if muxer is not None else None
         return {
             "stream": self.plain_id,
-            "state": self.state,
+            "state": self.writer.error if self.writer.error and self.state != "ended" else self.state,
             "file": os.path.basename(muxer.path) if muxer is not None else "",
             "video": self.writer.codecs.get("video", ""),
             "audio": self.writer.codecs.get("audio", ""),
