@@ -1,7 +1,7 @@
 """``--record-bitrate`` with a real browser: Chromium honours the recorder's cap.
 
 The recorder sends ``{"bitrate": KBPS}`` on the ``sendChannel`` data channel
-after its media request; the VDO.Ninja app (and ``tests/browser/publisher.js``)
+after its media request; the VDO.Ninja app (and ``tests/support/pages/publisher.js``)
 then sets ``maxBitrate = KBPS * 1000`` on its video sender's encodings.
 
 One Chromium publisher page is recorded by two recorder processes side by

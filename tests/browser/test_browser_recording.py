@@ -1,6 +1,6 @@
 """End to end with real browsers: Chromium publishers, one ``publish.py --record-room``.
 
-The publishers are ``tests/browser/publisher.html`` pages (VDO.Ninja-app-like:
+The publishers are ``tests/support/pages/publisher.html`` pages (VDO.Ninja-app-like:
 data-channel-only first offer, media added by a renegotiation over the data
 channel, AES-CBC encrypted signaling) in headless Chromium with a fake camera
 and microphone, driven by ``tests/browser_harness.py``.  Every recorded file

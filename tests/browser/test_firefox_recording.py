@@ -1,6 +1,6 @@
 """End to end with a second browser engine: Firefox ESR publishers, one ``publish.py --record-room``.
 
-The publishers are the same ``tests/browser/publisher.html`` pages the
+The publishers are the same ``tests/support/pages/publisher.html`` pages the
 Chromium tests use (VDO.Ninja-app-like: data-channel-only first offer, media
 added by a renegotiation over the data channel, AES-CBC encrypted signaling),
 here in Debian's headless ``firefox-esr`` with its fake camera and microphone.

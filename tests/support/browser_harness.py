@@ -1,6 +1,6 @@
 """Real Chromium publishers for end-to-end tests, driven by Playwright's async API.
 
-``tests/browser/publisher.html`` is a VDO.Ninja-app-like publisher (plain JS).
+``tests/support/pages/publisher.html`` is a VDO.Ninja-app-like publisher (plain JS).
 This module serves that folder over HTTP on 127.0.0.1 (a secure context, so
 WebCrypto works), launches the system Chromium headless with a fake camera
 and microphone, and opens one page per publisher.  Readiness is read from
@@ -159,7 +159,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 class StaticServer:
-    """``tests/browser/`` over HTTP on 127.0.0.1 (a thread; port chosen by the OS).
+    """``tests/support/pages/`` over HTTP on 127.0.0.1 (a thread; port chosen by the OS).
 
     Besides the static files it takes pages' reports (``POST /report/<name>``,
     kept in ``self.reports``, a :class:`PageReports`) and answers each with the
@@ -187,34 +187,45 @@ class StaticServer:
         self._thread.join(timeout=5)
 
 
-class BrowserPublisher:
-    """One publisher page."""
+class _TestPage:
+    """A test page in a browser tab: console errors and page errors are printed and
+    kept in ``errors``; ``state()``/``info()`` read ``window.<role>State``/``Info``."""
+
+    role = ""
 
     def __init__(self, name: str, context, page) -> None:
         self.name = name
         self.context = context
         self.page = page
         self.errors: list[str] = []
-        self.final_stats: Optional[list[dict]] = None
         page.on("console", self._on_console)
         page.on("pageerror", self._on_page_error)
 
     def _on_console(self, message) -> None:
         if message.type in ("error", "warning"):
-            text = f"[{self.name} console.{message.type}] {message.text}"
             if message.type == "error":
                 self.errors.append(message.text)
-            print(text, flush=True)
+            print(f"[{self.name} console.{message.type}] {message.text}", flush=True)
 
     def _on_page_error(self, error) -> None:
         self.errors.append(str(error))
         print(f"[{self.name} page error] {error}", flush=True)
 
     async def state(self) -> str:
-        return await self.page.evaluate("window.publisherState")
+        return await self.page.evaluate(f"window.{self.role}State")
 
     async def info(self) -> dict:
-        return await self.page.evaluate("window.publisherInfo")
+        return await self.page.evaluate(f"window.{self.role}Info")
+
+
+class BrowserPublisher(_TestPage):
+    """One publisher page."""
+
+    role = "publisher"
+
+    def __init__(self, name: str, context, page) -> None:
+        super().__init__(name, context, page)
+        self.final_stats: Optional[list[dict]] = None
 
     async def _wait(self, expression: str, arg: Any, timeout: float, what: str) -> None:
         try:
@@ -448,38 +459,19 @@ class BrowserHarness:
 # ---------------------------------------------------------------------- viewer pages
 
 
-class BrowserViewer:
-    """One viewer page (``tests/browser/viewer.html``): joins a room and plays one stream.
+class BrowserViewer(_TestPage):
+    """One viewer page (``tests/support/pages/viewer.html``): joins a room and plays one stream.
 
     Readiness and results are read from the page (``window.viewerState``,
     ``window.viewerInfo``, ``window.viewerStats()``): frames decoded, audio
     samples received and concealed, audio energy.
     """
 
+    role = "viewer"
+
     def __init__(self, name: str, context, page) -> None:
-        self.name = name
-        self.context = context
-        self.page = page
-        self.errors: list[str] = []
+        super().__init__(name, context, page)
         self.final_stats: Optional[dict] = None
-        page.on("console", self._on_console)
-        page.on("pageerror", self._on_page_error)
-
-    def _on_console(self, message) -> None:
-        if message.type in ("error", "warning"):
-            if message.type == "error":
-                self.errors.append(message.text)
-            print(f"[{self.name} console.{message.type}] {message.text}", flush=True)
-
-    def _on_page_error(self, error) -> None:
-        self.errors.append(str(error))
-        print(f"[{self.name} page error] {error}", flush=True)
-
-    async def state(self) -> str:
-        return await self.page.evaluate("window.viewerState")
-
-    async def info(self) -> dict:
-        return await self.page.evaluate("window.viewerInfo")
 
     async def stats(self) -> dict:
         """The current session's inbound stats (``video``/``audio`` None until they exist)."""

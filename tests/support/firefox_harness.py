@@ -13,7 +13,7 @@ an HTTP proxy that points at a local sink (:class:`NetworkSink`): it answers
 at once (no time-outs on a machine without internet) and records what was
 asked, so a test can assert that nothing was.
 
-Each URL is ``tests/browser/publisher.html`` (the page the Chromium tests use)
+Each URL is ``tests/support/pages/publisher.html`` (the page the Chromium tests use)
 with ``report=<name>``: the page posts its state, ``publisherInfo`` and
 ``publisherStats()`` to the harness's :class:`browser_harness.StaticServer`
 (``POST /report/<name>``) and runs the commands in the replies (``stop``,
