@@ -3,7 +3,7 @@
 The publishers are ``tests/support/pages/publisher.html`` pages (VDO.Ninja-app-like:
 data-channel-only first offer, media added by a renegotiation over the data
 channel, AES-CBC encrypted signaling) in headless Chromium with a fake camera
-and microphone, driven by ``tests/browser_harness.py``.  Every recorded file
+and microphone, driven by ``tests/support/browser_harness.py``.  Every recorded file
 is decoded whole with PyAV: right codec and container, Opus in the same file,
 zero decode errors, at least 90 % of the video frames (and audio packets) the
 browser reports sending for the recorded session, and audio/video starting

@@ -1,6 +1,6 @@
 """End to end with third-party GStreamer publishers (Raspberry Ninja-like webrtcbin).
 
-``tests/gst_publisher.py`` runs under the system Python with GStreamer's
+``tests/support/gst_publisher.py`` runs under the system Python with GStreamer's
 webrtcbin and libnice: offers with ``"session": null`` that name their
 ``streamID``, batched ``type: "local"`` candidates, AES-CBC encrypted
 signaling, an RSA DTLS certificate, one viewer at a time.  libnice ignores
