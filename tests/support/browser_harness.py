@@ -198,6 +198,7 @@ class _TestPage:
         self.context = context
         self.page = page
         self.errors: list[str] = []
+        self.final_stats: Any = None
         page.on("console", self._on_console)
         page.on("pageerror", self._on_page_error)
 
@@ -216,6 +217,19 @@ class _TestPage:
 
     async def info(self) -> dict:
         return await self.page.evaluate(f"window.{self.role}Info")
+
+    async def stop(self) -> Any:
+        """The page's final stats (``window.stopPublisher()``/``stopViewer()``), which
+        also sends ``{"bye": true}`` on its data channels; once."""
+        if self.final_stats is None:
+            self.final_stats = await self.page.evaluate(f"window.stop{self.role.capitalize()}()")
+        return self.final_stats
+
+    async def close(self) -> None:
+        if self.final_stats is None and not self.page.is_closed():
+            await bounded(self.stop(), f"[{self.name}] stop")
+        await bounded(self.page.close(run_before_unload=True), f"[{self.name}] page close")
+        await bounded(self.context.close(), f"[{self.name}] context close")
 
 
 class BrowserPublisher(_TestPage):
@@ -304,17 +318,6 @@ class BrowserPublisher(_TestPage):
     async def apply_video_constraints(self, constraints: dict) -> dict:
         return await self.page.evaluate("c => window.applyVideoConstraints(c)", constraints)
 
-    async def stop(self) -> list[dict]:
-        """Final stats of every session, then ``{"bye": true}`` on every data channel."""
-        if self.final_stats is None:
-            self.final_stats = await self.page.evaluate("window.stopPublisher()")
-        return self.final_stats
-
-    async def close(self) -> None:
-        if self.final_stats is None and not self.page.is_closed():
-            await bounded(self.stop(), f"[{self.name}] stop")
-        await bounded(self.page.close(run_before_unload=True), f"[{self.name}] page close")
-        await bounded(self.context.close(), f"[{self.name}] context close")
 
 
 def _descendants(root: int) -> list[int]:
@@ -509,17 +512,6 @@ class BrowserViewer(_TestPage):
 
         return await self.wait_stats(ok, timeout, f"playing (video={video}, audio={audio})")
 
-    async def stop(self) -> dict:
-        """Final stats, then ``{"bye": true}`` on the data channel."""
-        if self.final_stats is None:
-            self.final_stats = await self.page.evaluate("window.stopViewer()")
-        return self.final_stats
-
-    async def close(self) -> None:
-        if self.final_stats is None and not self.page.is_closed():
-            await bounded(self.stop(), f"[{self.name}] stop")
-        await bounded(self.page.close(run_before_unload=True), f"[{self.name}] page close")
-        await bounded(self.context.close(), f"[{self.name}] context close")
 
 
 def playback_between(before: dict, after: dict) -> dict:
