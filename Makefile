@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-fast typecheck bench clean
+.PHONY: setup system-deps demo test test-fast typecheck bench soak clean
 
 setup: system-deps $(STAMP)   # everything the tests need
 
@@ -30,8 +30,12 @@ test-fast: $(STAMP) typecheck  # for iterating: the unit tests only (about a min
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-bench: $(STAMP)
-	$(PY) bench/record_cost.py
+BENCH_ARGS ?= --preset 720p-h264 --sweep 1,4 --seconds 10
+bench: $(STAMP)                # short by default (about 3 min); e.g. make bench BENCH_ARGS="--sweep 1,4,8,16 --plot cost.png"
+	$(PY) bench/record_cost.py $(BENCH_ARGS)
+
+soak: $(STAMP)                 # 3 publishers, one recorder, 10 min: RSS growth, loop stalls, frames lost, lip sync
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) demo-output *.egg-info

@@ -38,8 +38,11 @@ from ninja_publish.protocol import wire as vp
 from ninja_publish.protocol.events import (
     LEAVE_REQUESTS, Candidates, Description, MemberJoined, PeerLeft, RoomListing, SignalEvent,
 )
+from ninja_publish.recording import limits as fd_limits
 from ninja_publish.recording.frame_writer import SpaceGuard
 from ninja_publish.recording.manifest import RecordingManifest
+from ninja_publish.recording import write_queue
+from ninja_publish.protocol import limits
 from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S, StreamRecorder
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,11 @@ REASK_MAX_S = 30.0
 STABLE_S = 30.0
 #: ``--min-free`` default (MB): no new file is opened with less free space.
 MIN_FREE_MB = 500
+#: ``play`` requests sent at most this many per second (a 10,000-member listing
+#: must not burst past the server's rate limit, which drops the excess).
+PLAY_RATE = 20.0
+#: A ``play`` that brought no offer is sent again after 10, 20, 40 … s, at most this.
+PLAY_RETRY_MAX_S = 60.0
 
 
 @dataclass
@@ -87,10 +95,14 @@ class RecordingSettings:
     finalise_timeout_s: float = FINALISE_HOOKS_TIMEOUT_S  # --finalise-timeout: recording_finalised hooks at shutdown
     connect_timeout_s: float = CONNECT_TIMEOUT_S          # --connect-timeout: a negotiation that never finishes
     min_free_mb: int = MIN_FREE_MB                        # --min-free: no new part below this free space (0: off)
+    segment_seconds: float = 0.0                          # --segment-seconds: a new part after this long (0: off)
+    segment_mb: int = 0                                   # --segment-size: ... or this many MB (0: off)
+    max_streams: int = limits.MAX_STREAMS                 # --max-streams: streams recorded or asked for at once
 
     def recorder_options(self) -> dict[str, Any]:
         return {"noaudio": self.noaudio, "novideo": self.novideo, "prefer_codec": self.prefer_codec,
-                "record_bitrate": self.bitrate_kbps, "connect_timeout": self.connect_timeout_s}
+                "record_bitrate": self.bitrate_kbps, "connect_timeout": self.connect_timeout_s,
+                "segment_seconds": self.segment_seconds, "segment_bytes": self.segment_mb * 1_000_000}
 
 
 #: ``on_opened(stream_id, path, video_codec, audio_codec)``: a file was opened.
@@ -140,6 +152,23 @@ class MultiPeerClient:
         # read loop nor the other peers.  UUID → jobs waiting / the worker draining them.
         self._peer_jobs: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
         self._peer_workers: dict[str, asyncio.Future] = {}
+        self.held: set[str] = set()                     # wire stream ids stopped by the operator
+        # UUID → the wire id the server announced for it (listing, joins, seed): the
+        # truth about who is who; an offer claiming another id is refused.
+        self.announced: dict[str, str] = {}
+        self._refusals = limits.Throttle()              # rate-limited refusal lines
+        self.max_streams = settings.max_streams
+        self.fd_limit = fd_limits.raise_fd_limit()      # soft RLIMIT_NOFILE, raised to the hard limit
+        budget = fd_limits.stream_budget(self.fd_limit)
+        if budget is not None and budget < self.max_streams:
+            log.warning("the file-descriptor limit (%d) allows about %d streams (--max-streams %d): raise `ulimit -n`",
+                        self.fd_limit, budget, self.max_streams)
+        self._capped: set[str] = set()                  # plain ids skipped for --max-streams (logged once each)
+        self._play_queue: deque[str] = deque()          # UUIDs whose play waits for its turn (paced)
+        self._play_sent: dict[str, tuple[float, int]] = {}  # UUID → (when its play was sent, attempts)
+        self._last_offer: dict[str, float] = {}         # UUID → when it last sent an offer
+        self._play_wakeup = asyncio.Event()
+        self._pacer: Optional[asyncio.Future] = None
 
     # ------------------------------------------------------------------ filters
 
@@ -168,14 +197,114 @@ class MultiPeerClient:
                 log.info("not recording %s (filtered out)", self.identity.plain_stream_id(wire_id))
             return
         self.members[uuid] = wire_id
+        if wire_id in self.held:
+            return  # stopped by the operator (stop_stream) until start_stream
         if any(not r.end_reason and (key[0] == uuid or r.stream_wire_id == wire_id) for key, r in self.recorders.items()):
             return  # already recording it (peer-to-peer links outlive a signaling reconnect)
         last = self.requested.get(uuid)
         if last is not None and time.monotonic() - last < PLAY_RETRY_S:
             return
+        plain = self.identity.plain_stream_id(wire_id)
+        if not self._has_slot(uuid, plain):
+            return
+        self._capped.discard(plain)
+        self.requested[uuid] = time.monotonic()
+        if uuid not in self._play_queue:  # sent by the pacer, PLAY_RATE a second, retried if no offer comes
+            self._play_queue.append(uuid)
+        self._play_wakeup.set()
+        if self._pacer is None:
+            self._pacer = asyncio.ensure_future(self._pace_plays())
+
+    def _slots(self) -> set[str]:
+        """Plain ids taking a ``--max-streams`` slot: recorded, or asked for and not yet answered."""
+        taken = {r.plain_id for r in self.recorders.values() if r.end_reason is None}
+        for uuid in self.requested:
+            wire_id = self.members.get(uuid)
+            if wire_id is not None:
+                taken.add(self.identity.plain_stream_id(wire_id))
+        return taken
+
+    def _has_slot(self, uuid: str, plain: str) -> bool:
+        """May ``plain`` be asked for / recorded now?  If not, it waits for a free slot
+        (logged once per stream): ``--max-streams`` or the file-descriptor limit."""
+        taken = self._slots()
+        if plain in taken:
+            return True
+        problem = None
+        if not self.single_stream and len(taken) >= self.max_streams:
+            problem = f"--max-streams {self.max_streams} reached"
+        else:  # streams asked for but not yet connected will need their descriptors too
+            in_use = fd_limits.fds_in_use()
+            waiting = len(taken - {r.plain_id for r in self.recorders.values() if r.end_reason is None})
+            if in_use is not None:
+                in_use += waiting * fd_limits.FDS_PER_STREAM
+            problem = fd_limits.fd_shortage(self.fd_limit, in_use)
+        if problem is None:
+            return True
+        if plain not in self._capped:
+            self._capped.add(plain)
+            log.warning("not recording %s: %s (it is asked for when a slot frees)", plain, problem)
+        return False
+
+    def _fill_free_slots(self) -> None:
+        """A slot may have freed: ask for the streams skipped for ``--max-streams``."""
+        if not self._capped or self.closing:
+            return
+        for uuid, wire_id in list(self.members.items()):
+            plain = self.identity.plain_stream_id(wire_id)
+            if plain in self._capped:
+                self.discover(uuid, wire_id)
+                if plain in self._capped:
+                    return  # still no room: neither for the others
+
+    def _play_pending(self, uuid: str, since: float) -> bool:
+        """Is a play sent to ``uuid`` at ``since`` still unanswered and wanted?"""
+        wire_id = self.members.get(uuid)
+        return (not self.closing and wire_id is not None and wire_id not in self.held and uuid in self.requested
+                and uuid not in self._reasks and uuid not in self._peer_jobs and not self._recorders_of(uuid)
+                and self._last_offer.get(uuid, 0.0) < since)
+
+    async def _pace_plays(self) -> None:
+        """Send the queued ``play`` requests, ``PLAY_RATE`` a second, and queue again
+        those that brought no offer (the server may have dropped them) after
+        ``PLAY_RETRY_S``, doubling up to ``PLAY_RETRY_MAX_S``."""
+        while not self.closing:
+            try:
+                await self._pace_once()
+            except Exception:  # the pacer must go on
+                log.exception("sending play requests failed")
+                await asyncio.sleep(1.0)
+
+    async def _pace_once(self) -> None:
+        """Queue again the plays due for a retry, then send one (or wait for one to be queued)."""
+        now = time.monotonic()
+        for uuid, (sent, attempts) in list(self._play_sent.items()):
+            if uuid in self._play_queue:
+                continue
+            if now - sent >= min(PLAY_RETRY_MAX_S, PLAY_RETRY_S * 2 ** (attempts - 1)):
+                if self._play_pending(uuid, sent):
+                    log.info("no offer from %s for %s: asking again", uuid,
+                             self.identity.plain_stream_id(self.members[uuid]))
+                    self._play_queue.append(uuid)
+                else:
+                    del self._play_sent[uuid]
+        if not self._play_queue:
+            self._play_wakeup.clear()
+            try:
+                await asyncio.wait_for(self._play_wakeup.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            return
+        uuid = self._play_queue.popleft()
+        wire_id = self.members.get(uuid)
+        if wire_id is None or uuid not in self.requested or self._recorders_of(uuid):
+            return  # left, or answered meanwhile
+        attempts = self._play_sent.get(uuid, (0.0, 0))[1] + 1
+        self._play_sent[uuid] = (time.monotonic(), attempts)
         self.requested[uuid] = time.monotonic()
         log.info("requesting %s from %s", self.identity.plain_stream_id(wire_id), uuid)
         self.signaling.send(vp.play(wire_id, to=uuid, bitrate_kbps=self.bitrate_kbps))
+        await asyncio.sleep(1.0 / PLAY_RATE)
 
     # ------------------------------------------------------------------ routing
 
@@ -190,26 +319,39 @@ class MultiPeerClient:
         if isinstance(event, RoomListing):
             for member in event.members:
                 if member.stream_id:
+                    self._announce(member.uuid, member.stream_id)
                     self.discover(member.uuid, member.stream_id)
             return True
         if isinstance(event, MemberJoined):
             if event.stream_id:
+                self._announce(event.uuid, event.stream_id)
                 self.discover(event.uuid, event.stream_id)
             return True
         if isinstance(event, PeerLeft):
-            self.members.pop(event.uuid, None)
+            # A signaling bye is not authenticated on a fan-out relay (anyone can
+            # write any ``from``): a connection that is up and whose media flows is
+            # kept, and ends by itself when it fails or its media stops.
+            kept = [r for r in self._recorders_of(event.uuid) if self._keep_despite_bye(r, event.reason)]
+            if not kept:
+                self.members.pop(event.uuid, None)
+                self.announced.pop(event.uuid, None)
             self.requested.pop(event.uuid, None)
+            self._play_sent.pop(event.uuid, None)
+            self._last_offer.pop(event.uuid, None)
             reask = self._reasks.pop(event.uuid, None)
             if reask is not None:
                 reask.cancel()
+            self._fill_free_slots()
             for recorder in self._recorders_of(event.uuid):
-                self._finish_soon(recorder, event.reason)
+                if recorder not in kept:
+                    self._finish_soon(recorder, event.reason)
             if event.uuid in self._peer_jobs:  # and those an offer still queued would create
                 uuid, reason = event.uuid, event.reason
 
                 async def leave() -> None:
                     for recorder in self._recorders_of(uuid):
-                        self._finish_soon(recorder, reason)
+                        if recorder not in kept:
+                            self._finish_soon(recorder, reason)
                 self._queue(uuid, leave)
             return True
         if isinstance(event, Description) and event.is_offer:
@@ -220,6 +362,13 @@ class MultiPeerClient:
                 log.info("an offer from %s arrived during shutdown: not answered", event.uuid)
                 return True
             uuid, session, stream_id, sdp = event.uuid, event.session, event.stream_id, event.sdp
+            if uuid in self.requested:  # (only peers asked for: a flood of made-up ids stays unrecorded)
+                self._last_offer[uuid] = time.monotonic()
+            problem = limits.sdp_problem(sdp)
+            if problem:
+                self._refuse((uuid, "sdp", problem.split(" is over")[0].split()[-1]), "refusing an offer from %s: %s",
+                             uuid, problem)
+                return True
             if uuid not in self._peer_jobs and (uuid, session) not in self.recorders \
                     and not self._offered_id(uuid, stream_id):
                 return True  # not recorded (logged): decided at once, nothing queued before could change that
@@ -287,14 +436,70 @@ class MultiPeerClient:
             log.error("could not answer %s's offer: %s", recorder.plain_id, exc)
             self._finish_soon(recorder, "negotiation failed")
 
+    def _same(self, a: str, b: str) -> bool:
+        return self.identity.plain_stream_id(a) == self.identity.plain_stream_id(b)
+
+    def _refuse(self, key: Any, message: str, *args: Any) -> None:
+        """Log a refusal: one line per ``key`` per ``limits.LOG_INTERVAL_S``."""
+        if self._refusals.allow(key):
+            log.warning(message, *args)
+
+    def _announce(self, uuid: str, wire_id: str) -> None:
+        """The server says ``uuid`` publishes ``wire_id``.  A peer the server never
+        announced that is recorded under that name (it claimed it in an offer)
+        gives way: its recording ends and the announced publisher is asked for."""
+        self.announced[uuid] = wire_id
+        for recorder in list(self.recorders.values()):
+            if recorder.end_reason is None and recorder.uuid != uuid and recorder.uuid not in self.announced \
+                    and self._same(recorder.stream_wire_id, wire_id):
+                log.warning("%s was announced for peer %s: ending the recording of peer %s, which claimed that name",
+                            recorder.plain_id, uuid, recorder.uuid)
+                self.members.pop(recorder.uuid, None)
+                self._finish_soon(recorder, "replaced: the name belongs to another peer")
+
+    def _keep_despite_bye(self, recorder: StreamRecorder, reason: str) -> bool:
+        """Is ``recorder`` connected with media flowing, so that a signaling bye
+        for its peer is ignored (logged once)?  It then ends by itself."""
+        if recorder.end_reason is not None or not recorder.media_flowing():
+            return False
+        if recorder.ignore_bye(reason):
+            log.warning("ignoring a %s for %s: its connection is up and media flows (a relay's `from` is not "
+                        "authenticated); it ends when its connection fails or its media stops",
+                        reason, recorder.plain_id)
+        return True
+
     def _offered_id(self, uuid: str, offered_id: Optional[str]) -> str:
-        """The wire stream id a new offer from ``uuid`` is for, or "" (logged) if we do not record it."""
-        wire_id = offered_id or self.members.get(uuid) or ""
+        """The wire stream id a new offer from ``uuid`` is for, or "" (logged) if we do not record it.
+
+        The id the server announced for ``uuid`` is the truth: an offer claiming
+        another is refused; a peer never announced may not take a name announced
+        for another peer, nor one being recorded from another peer."""
+        announced = self.announced.get(uuid)
+        if announced and offered_id and not self._same(announced, offered_id):
+            self._refuse((uuid, "claim"), "refusing an offer from %s claiming stream %s: the server announced it as %s",
+                         uuid, self.identity.plain_stream_id(offered_id), self.identity.plain_stream_id(announced))
+            return ""
+        wire_id = announced or offered_id or self.members.get(uuid) or ""
+        if wire_id and not announced:
+            owner = next((u for u, w in self.announced.items() if u != uuid and self._same(w, wire_id)), None)
+            if owner is None and self.signaling.room_wire:  # (without a room the server routes by stream id)
+                owner = next((r.uuid for r in self.recorders.values() if r.end_reason is None and r.uuid != uuid
+                              and self._same(r.stream_wire_id, wire_id)), None)
+            if owner is not None:
+                self._refuse((uuid, "claim"), "refusing an offer from %s claiming stream %s: that name belongs to peer %s",
+                             uuid, self.identity.plain_stream_id(wire_id), owner)
+                return ""
         if not wire_id:
             log.warning("offer from %s names no stream and was not requested: ignored", uuid)
             return ""
         if not self.wanted(wire_id):
             log.info("ignoring offer for %s (filtered out)", self.identity.plain_stream_id(wire_id))
+            return ""
+        if wire_id in self.held:
+            log.info("ignoring offer for %s (stopped by the operator)", self.identity.plain_stream_id(wire_id))
+            return ""
+        plain = self.identity.plain_stream_id(wire_id)
+        if not self._has_slot(uuid, plain):
             return ""
         return wire_id
 
@@ -305,7 +510,7 @@ class MultiPeerClient:
         recorder = StreamRecorder(
             uuid, session, wire_id, plain, path, self.signaling.send, self.signaling.cipher,
             self.signaling.ice_configuration, self.options, self._on_recorder_finished, self._on_file_opened,
-            on_part_failed=self._on_part_failed, next_path=self._next_part_path,
+            on_part_ended=self._on_part_ended, next_path=self._next_part_path,
         )
         self.recorders[recorder.key] = recorder
         log.info("recording %s (peer %s, session %s)", plain, uuid, session if session is not None else "null")
@@ -314,11 +519,15 @@ class MultiPeerClient:
     def _unique_base(self, name: str) -> str:
         base = os.path.join(self.record_dir, name)
         candidate, n = base, 1
-        while any(os.path.exists(candidate + ext) for ext in (".ts", ".mkv", ".mka")) or candidate in {
+        while any(os.path.lexists(candidate + ext) for ext in (".ts", ".mkv", ".mka")) or candidate in {
             r.writer.path_without_ext for r in (*self.recorders.values(), *self._ending)
         }:
             n += 1
             candidate = f"{base}_{n}"
+        planted = [base + ext for ext in (".ts", ".mkv", ".mka") if os.path.islink(base + ext)]
+        if planted and candidate != base:
+            log.warning("%s is a symlink (never followed): recording to %s instead", planted[0],
+                        os.path.basename(candidate))
         return candidate
 
     def _finish_soon(self, recorder: StreamRecorder, reason: str) -> None:
@@ -331,27 +540,31 @@ class MultiPeerClient:
 
     # ------------------------------------------------------------------ results
 
-    def _on_file_opened(self, recorder: StreamRecorder, path: str) -> Awaitable[None]:
+    def _on_file_opened(self, recorder: StreamRecorder, stats: Any) -> Awaitable[None]:
         # numbered at once (synchronously), whatever happens to the stream next
-        if recorder.part is None:
-            recorder.part = self._parts[recorder.plain_id] = self._parts.get(recorder.plain_id, 0) + 1
-        return self._announce_opened(recorder, path)
+        if stats.part is None:
+            stats.part = self._parts[recorder.plain_id] = self._parts.get(recorder.plain_id, 0) + 1
+        recorder.part = stats.part
+        return self._announce_opened(recorder, stats)
 
-    async def _announce_opened(self, recorder: StreamRecorder, path: str) -> None:
-        codecs = recorder.writer.codecs
-        announce.file_opened(recorder.plain_id, path)
-        await self._on_opened(recorder.plain_id, path, codecs.get("video"), codecs.get("audio"))
+    async def _announce_opened(self, recorder: StreamRecorder, stats: Any) -> None:
+        announce.file_opened(recorder.plain_id, stats.path)
+        await self._on_opened(recorder.plain_id, stats.path, stats.video_codec, stats.audio_codec)
 
     async def _on_recorder_finished(self, recorder: StreamRecorder, stats: Any) -> None:
         if self.recorders.get(recorder.key) is recorder:  # not yet replaced by a new one
             del self.recorders[recorder.key]
         self._ending.discard(recorder)
+        if recorder.bye_ignored and not self._recorders_of(recorder.uuid):
+            # its peer said bye while media still flowed: now it has really gone
+            self.members.pop(recorder.uuid, None)
+            self.announced.pop(recorder.uuid, None)
         entry = self.manifest.entry(recorder, stats)
         if stats is None or not getattr(stats, "started", False):
             log.warning("%s ended (%s) before any media was recorded", recorder.plain_id, recorder.end_reason)
         else:
             announce.file_finished(recorder.plain_id, entry["file"], str(recorder.end_reason))
-        expected = recorder.end_reason in (*LEAVE_REQUESTS, "shutdown") or str(recorder.end_reason).startswith("replaced")
+        expected = recorder.end_reason in (*LEAVE_REQUESTS, "shutdown", "stopped") or str(recorder.end_reason).startswith("replaced")
         if not expected and recorder.stream_wire_id in self.members.values():
             if recorder.connected_at is not None:  # (a connection never made is logged by the recorder)
                 log.warning("%s dropped the recorder (%s) but is still in the room; a Raspberry Ninja publisher "
@@ -366,6 +579,7 @@ class MultiPeerClient:
         hook = asyncio.ensure_future(self._on_finalised(entry))
         self._hooks.add(hook)
         hook.add_done_callback(self._hooks.discard)
+        self._fill_free_slots()
         if recorder.end_reason != "shutdown":
             # The stream may still be published under another UUID (its publisher
             # reconnected to the server while we were recording the old link).
@@ -374,13 +588,11 @@ class MultiPeerClient:
                     self.requested.pop(uuid, None)
                     self.discover(uuid, wire_id)
 
-    def _on_part_failed(self, recorder: StreamRecorder, stats: Any) -> None:
-        """A part's file failed (a full disk): list it, run the hooks; the stream goes on
-        and its next file is a new part."""
+    def _on_part_ended(self, recorder: StreamRecorder, stats: Any) -> None:
+        """A part ended while its stream goes on (a segment, a new track or codec, a
+        failed write): list it, run the hooks; the next file is the next part."""
         entry = self.manifest.entry(recorder, stats)
-        entry["end_reason"] = f"write failed: {stats.error}"
-        announce.file_finished(recorder.plain_id, entry["file"], str(stats.error))
-        recorder.part = None  # the next file gets the next number
+        announce.file_finished(recorder.plain_id, entry["file"], str(stats.end_reason))
         self.finished.append(entry)
         self.manifest.add(entry)
         hook = asyncio.ensure_future(self._on_finalised(entry))
@@ -404,7 +616,7 @@ class MultiPeerClient:
             old.cancel()
 
         def still_wanted() -> bool:
-            return not self.closing and self.members.get(uuid) == wire_id
+            return not self.closing and self.members.get(uuid) == wire_id and wire_id not in self.held
 
         async def reask(reason: str) -> None:
             try:
@@ -427,6 +639,48 @@ class MultiPeerClient:
 
         task = self._reasks[uuid] = asyncio.ensure_future(reask(str(recorder.end_reason)))
 
+    # ------------------------------------------------------------------ operator control
+
+    def stream_ids(self) -> dict[str, str]:
+        """Plain stream id → wire id, for every stream known in the room or recording."""
+        known = {self.identity.plain_stream_id(w): w for w in self.members.values()}
+        known.update({r.plain_id: r.stream_wire_id for r in self.recorders.values()})
+        return known
+
+    def stop_stream(self, stream_id: str) -> bool:
+        """Stop recording ``stream_id`` (plain id): its file is finalised (``end_reason``
+        ``stopped``) and it is not asked for again until :meth:`start_stream`.
+        False if no such stream is known."""
+        wire_id = self.stream_ids().get(stream_id)
+        if wire_id is None:
+            return False
+        self.held.add(wire_id)
+        for uuid, member_wire in list(self.members.items()):
+            if member_wire == wire_id:
+                reask = self._reasks.pop(uuid, None)
+                if reask is not None:
+                    reask.cancel()
+        for recorder in list(self.recorders.values()):
+            if recorder.stream_wire_id == wire_id:
+                self._finish_soon(recorder, "stopped")
+        log.info("%s: stopped by the operator", stream_id)
+        return True
+
+    def start_stream(self, stream_id: str) -> bool:
+        """Ask for ``stream_id`` (plain id) again: after :meth:`stop_stream`, or to retry
+        at once instead of waiting for the backoff.  False if it is not in the room."""
+        wire_id = self.stream_ids().get(stream_id)
+        if wire_id is None:
+            return False
+        self.held.discard(wire_id)
+        uuids = [uuid for uuid, w in self.members.items() if w == wire_id]
+        for uuid in uuids:
+            self.requested.pop(uuid, None)
+            self._failures.pop(wire_id, None)
+            self.discover(uuid, wire_id)
+        log.info("%s: started by the operator", stream_id)
+        return bool(uuids)
+
     def statuses(self) -> list[dict]:
         """Live rows for the status display."""
         return [r.status() for r in self.recorders.values()]
@@ -436,6 +690,8 @@ class MultiPeerClient:
         ``FINALISE_TIMEOUT_S``, then give the ``recording_finalised`` hooks still
         running ``settings.finalise_timeout_s``."""
         self.closing = True
+        if self._pacer is not None:
+            self._pacer.cancel()
         for reask in self._reasks.values():
             reask.cancel()
         self._reasks.clear()
@@ -453,6 +709,7 @@ class MultiPeerClient:
             for finishing in self._finishing:
                 finishing.cancel()
         self.manifest.close()
+        write_queue.shutdown_pool()  # every file is closed: the writer threads may end
         hooks = set(self._hooks)
         if hooks:
             limit = self.settings.finalise_timeout_s

@@ -23,6 +23,17 @@ recorder's manifest) vs sent (publishers' ``STATS`` lines); and the time from
 SIGINT to the recorder's exit.  The machine is shared and noisy: compare the
 configurations of one K with each other (ratios), not runs with runs.  There
 are no thresholds; it only prints.
+
+``--preset 720p-h264`` (or ``--preset 720p-h264,1080p-vp8``: several in one
+invocation) picks the publishers' file (``PRESETS``: 480p/720p/1080p, H.264 in
+MPEG-TS or VP8 in WebM, with Opus); ``--sweep 1,4,8,16,24,32`` is ``--streams``
+for a sweep.  Per run it also reports the frames every stream kept, the
+longest event-loop stall and the time from ``play`` (the recorder's
+``requesting X from UUID`` log line) to the first keyframe on disk (its
+``recording X -> FILE`` line); per preset and configuration, the largest K at
+which every stream kept >= 99 % of its frames.  ``--json FILE`` writes a
+stable schema (``"schema": 1``, see ``bench/README.md``); ``--plot FILE.png``
+draws core per stream and RSS against K (matplotlib).
 """
 
 from __future__ import annotations
@@ -31,21 +42,22 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+from _common import (  # bench/ is on sys.path when run as a script
+    ALL_PROCS, ROOT, Proc, fmt, log, machine_info, read_cpu_s, read_machine_cpu, read_mem_kb, stderr_problems,
+    stop_all,
+)
 
 CONFIGS = ("ours", "per-process", "decode")
 READY = {
@@ -57,207 +69,155 @@ SATURATED_PCT = 90  # machine-wide busy share that we call saturated
 
 LABEL = {"ours": "ours", "per-process": "per-process", "decode": "decode*"}
 
-ALL_PROCS: list["Proc"] = []
+#: name -> the publishers' file: codec (h264: MPEG-TS, vp8: WebM), size, frame rate, video kbit/s (+ Opus).
+PRESETS: dict[str, dict] = {
+    "480p-h264": {"codec": "h264", "width": 854, "height": 480, "fps": 30, "kbps": 1000},
+    "720p-h264": {"codec": "h264", "width": 1280, "height": 720, "fps": 30, "kbps": 2500},
+    "720p-vp8": {"codec": "vp8", "width": 1280, "height": 720, "fps": 30, "kbps": 2500},
+    "1080p-h264": {"codec": "h264", "width": 1920, "height": 1080, "fps": 30, "kbps": 4000},
+    "1080p-vp8": {"codec": "vp8", "width": 1920, "height": 1080, "fps": 30, "kbps": 4000},
+}
+DEFAULT_PRESET = "480p-h264"
+KEPT_TARGET_PCT = 99.0  # "every stream kept >= 99 % of its frames"
+JSON_SCHEMA = 1
+#: the recorder's log line when it sends ``play`` (multi_peer_client.py), asctime first
+PLAY_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: requesting (\S+) from \S+")
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
+class TimedProc(Proc):
+    """A ``Proc`` that also keeps the wall-clock time each stdout line arrived."""
 
-
-# --------------------------------------------------------------------------- /proc
-
-
-def read_cpu_s(pid: int) -> Optional[float]:
-    """utime+stime (all threads, plus reaped children) of ``pid`` in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            rest = fh.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # rest[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
-    return sum(int(rest[i]) for i in (11, 12, 13, 14)) / CLK_TCK
-
-
-def read_mem_kb(pid: int) -> dict:
-    """VmRSS, VmHWM and Pss of ``pid`` in kB (missing keys when it is gone)."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    out[line.split(":")[0]] = int(line.split()[1])
-    except OSError:
-        return out
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    out["Pss"] = int(line.split()[1])
-                    break
-    except OSError:
-        pass
-    return out
-
-
-def read_machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot (/proc/stat)."""
-    with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])
-    return (total - idle) / CLK_TCK, total / CLK_TCK
-
-
-def machine_info() -> dict:
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        with open("/proc/meminfo") as fh:
-            mem_gb = round(int(fh.readline().split()[1]) / 1024 / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    versions = {}
-    for name in ("aiortc", "av", "websockets"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001
-            versions[name] = None
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    with open("/proc/loadavg") as fh:
-        load = fh.read().split()[:3]
-    return {
-        "nproc": os.cpu_count(), "usable_cpus": affinity, "cpu_model": model, "mem_gb": mem_gb,
-        "python": platform.python_version(), "versions": versions, "loadavg_at_start": load,
-    }
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class Proc:
-    """A child Python process whose stdout lines are collected in the background."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, err_path: Path) -> None:
-        self.name = name
-        self.proc = proc
-        self.pid = proc.pid
-        self.err_path = err_path
-        self.lines: list[str] = []
-        self.started = time.monotonic()
-        self.exited_at: Optional[float] = None
-        self._changed = asyncio.Event()
-        self._reader = asyncio.ensure_future(self._read())
-        self._waiter = asyncio.ensure_future(self._wait())
-
-    @classmethod
-    async def start(cls, name: str, argv: list[str], cwd: Path) -> "Proc":
-        cwd.mkdir(parents=True, exist_ok=True)
-        err_path = cwd / f"{name}.err"
-        with open(err_path, "wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                PY, "-u", *argv, cwd=str(cwd), stdout=asyncio.subprocess.PIPE, stderr=err,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        p = cls(name, proc, err_path)
-        ALL_PROCS.append(p)
-        return p
+    def __init__(self, *args, **kwargs) -> None:
+        self.line_times: list[tuple[float, str]] = []  # set before Proc starts its reader task
+        super().__init__(*args, **kwargs)
 
     async def _read(self) -> None:
         while True:
             raw = await self.proc.stdout.readline()
             if not raw:
                 break
-            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.line_times.append((time.time(), line))
+            self.lines.append(line)
             self._changed.set()
         self._changed.set()
 
-    async def _wait(self) -> None:
-        await self.proc.wait()
-        self.exited_at = time.monotonic()
-        self._changed.set()
 
-    @property
-    def alive(self) -> bool:
-        return self.exited_at is None
-
-    def matches(self, pattern: str) -> list[re.Match]:
-        regex = re.compile(pattern)
-        return [m for m in map(regex.search, self.lines) if m]
-
-    async def wait_for(self, pattern: str, count: int = 1, timeout: float = 30.0) -> list[re.Match]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.matches(pattern)
-            if len(found) >= count:
-                return found
-            if self._reader.done() and not self.alive:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}) before {count}x {pattern!r}\n{self.tail()}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError(f"{self.name}: no {count}x {pattern!r} within {timeout:.0f} s\n{self.tail()}")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
-            except asyncio.TimeoutError:
-                pass
-
-    def tail(self, n: int = 15) -> str:
+def renice(procs: list[Proc], nice: int, flag: str, notes: list[str]) -> None:
+    """Set the nice value of just-started processes (before Python starts threads: new
+    threads inherit their creator's value) and of their autogroup: each child runs in its
+    own session, so with ``kernel.sched_autogroup_enabled`` the scheduler shares the CPU
+    between sessions first and a process's own nice value alone changes nothing.  A
+    refusal (negative values need privilege) is a note."""
+    if not nice:
+        return
+    for p in procs:
         try:
-            err = self.err_path.read_text(errors="replace").splitlines()[-n:]
-        except OSError:
-            err = []
-        return "\n".join([f"--- {self.name} stdout"] + self.lines[-n:] + ["--- stderr"] + err)
-
-    def signal(self, sig: int) -> None:
-        if self.alive and self.proc.returncode is None:
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
-    async def stop(self, timeout: float = 15.0) -> Optional[int]:
-        """SIGINT, then SIGKILL after ``timeout``; returns the exit code."""
-        self.signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._waiter), timeout)
-        except asyncio.TimeoutError:
-            self.signal(signal.SIGKILL)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._waiter), 5.0)
-            except asyncio.TimeoutError:
-                pass
-        try:
-            await asyncio.wait_for(asyncio.shield(self._reader), 5.0)
-        except asyncio.TimeoutError:
-            pass
-        return self.proc.returncode
-
-    def stats_lines(self) -> list[dict]:
-        out = []
-        for line in self.lines:
-            if line.startswith("STATS "):
-                try:
-                    out.append(json.loads(line[6:]))
-                except json.JSONDecodeError:
-                    pass
-        return out
+            os.setpriority(os.PRIO_PROCESS, p.pid, nice)
+            if os.path.exists(f"/proc/{p.pid}/autogroup"):
+                with open(f"/proc/{p.pid}/autogroup", "w") as fh:
+                    fh.write(str(nice))
+        except OSError as exc:
+            notes.append(f"{flag} {nice}: {exc}")
+            return
 
 
-async def stop_all(procs: list[Proc], timeout: float = 15.0) -> None:
-    await asyncio.gather(*(p.stop(timeout) for p in procs if p.alive), return_exceptions=True)
+def read_udp_rcvbuf_errors() -> Optional[int]:
+    """UDP datagrams the kernel dropped because a socket's receive buffer was full
+    (``RcvbufErrors`` in /proc/net/snmp: the whole network namespace, not one process)."""
+    try:
+        with open("/proc/net/snmp") as fh:
+            rows = [line.split() for line in fh if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return None
 
+
+def play_times(stderr_text: str) -> dict[str, float]:
+    """Stream -> wall-clock time of the recorder's first ``requesting STREAM from UUID`` log line."""
+    out: dict[str, float] = {}
+    for line in stderr_text.splitlines():
+        m = PLAY_LINE.match(line)
+        if m and m.group(2) not in out:
+            out[m.group(2)] = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return out
+
+
+def first_line_times(line_times: list[tuple[float, str]], pattern: str) -> dict[str, float]:
+    """Group 1 of ``pattern`` -> arrival time of its first matching stdout line."""
+    regex = re.compile(pattern)
+    out: dict[str, float] = {}
+    for t, line in line_times:
+        m = regex.search(line)
+        if m and m.group(1) not in out:
+            out[m.group(1)] = t
+    return out
+
+
+def spread(values: list[float]) -> Optional[dict]:
+    """``{"median", "max", "n"}`` of ``values`` (None when empty)."""
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), 3), "max": round(max(values), 3), "n": len(values)}
+
+
+def kept_pcts(per_stream: dict) -> dict[str, float]:
+    """Stream -> the smaller of its video and audio kept %, recorded / sent (kinds sent 0 left out)."""
+    out = {}
+    for s, v in per_stream.items():
+        pcts = [100.0 * v["recorded"][kind] / v["sent"][kind] for kind in ("video", "audio") if v["sent"][kind]]
+        out[s] = round(min(pcts), 2) if pcts else 0.0
+    return out
+
+
+def stable_run(r: dict, rss_k1: Optional[float]) -> dict:
+    """One run in the JSON schema 1 shape (``bench/README.md``); ``rss_k1``: RSS of K=1, same preset/config."""
+    ok = not r.get("error")
+    k = r["k"]
+    kept = kept_pcts(r.get("per_stream") or {}) if ok else {}
+    per_extra = None
+    if ok and k > 1 and rss_k1 is not None:
+        per_extra = round((r["rss_mb"] - rss_k1) / (k - 1), 1)
+    return {
+        "preset": r.get("preset"), "k": k, "config": r["config"], "ok": ok, "error": r.get("error"),
+        "core_per_stream": r.get("cpu_per_stream_s"), "cores": r.get("rec_cores"), "processes": r.get("processes"),
+        "rss_mb": r.get("rss_mb"), "rss_per_extra_stream_mb": per_extra, "pss_mb": r.get("pss_mb"),
+        "peak_rss_mb": r.get("hwm_mb"),
+        "video_kept_pct": r.get("video_pct"), "audio_kept_pct": r.get("audio_pct"),
+        "min_stream_kept_pct": min(kept.values()) if kept else None,
+        "every_stream_kept_99": bool(kept) and len(kept) == k and min(kept.values()) >= KEPT_TARGET_PCT,
+        "loop_max_stall_ms": r.get("loop_max_stall_ms"),
+        "play_to_keyframe_s": r.get("play_to_keyframe_s"),
+        "udp_rcvbuf_errors": r.get("udp_rcvbuf_errors"),
+        "pub_cores": r.get("pub_cores"),
+        "pub_cores_per_stream": round(r["pub_cores"] / k, 4) if ok and r.get("pub_cores") is not None else None,
+        "machine_busy_pct": r.get("machine_busy_pct"), "other_load_cores": r.get("other_load_cores"),
+        "saturated": ok and round(r.get("machine_busy_pct") or 0) >= SATURATED_PCT,
+        "shutdown_s": r.get("shutdown_max_s"), "ready_s": r.get("ready_s"), "window_s": r.get("window_s"),
+        "notes": r.get("notes", []),
+    }
+
+
+def stable_runs(results: list[dict]) -> list[dict]:
+    rss1 = {(r.get("preset"), r["config"]): r["rss_mb"] for r in results if r["k"] == 1 and not r.get("error")}
+    return [stable_run(r, rss1.get((r.get("preset"), r["config"]))) for r in results]
+
+
+def max_k_99(runs: list[dict]) -> dict[str, dict[str, Optional[int]]]:
+    """Preset -> config -> the largest K of the sweep up to which (every smaller K included)
+    every stream kept >= 99 % of its frames; None when even the smallest K did not."""
+    out: dict[str, dict[str, Optional[int]]] = {}
+    broken: set[tuple] = set()
+    for run in sorted(runs, key=lambda x: x["k"]):
+        key = (run["preset"], run["config"])
+        out.setdefault(run["preset"], {}).setdefault(run["config"], None)
+        if key in broken:
+            continue
+        if run["every_stream_kept_99"]:
+            out[run["preset"]][run["config"]] = run["k"]
+        else:
+            broken.add(key)
+    return out
 
 # --------------------------------------------------------------------------- media
 
@@ -324,8 +284,9 @@ def make_media(path: Path, codec: str, seconds: float, width: int, height: int, 
 
 class Bench:
     def __init__(self, opts: argparse.Namespace, work: Path, media: Path, media_frames: int, server_url: str,
-                 server: Proc) -> None:
+                 server: Proc, preset: str = DEFAULT_PRESET) -> None:
         self.opts = opts
+        self.preset = preset
         self.work = work
         self.media = media
         self.media_frames = media_frames
@@ -360,18 +321,20 @@ class Bench:
         tag = f"r{self.run_no}"
         room = f"bench{tag}k{k}"
         streams = [f"{tag}s{i}" for i in range(k)]
-        d = self.work / f"k{k}-{config}"
-        res: dict = {"k": k, "config": config, "room": room, "error": None, "notes": []}
+        d = self.work / f"{self.preset}-k{k}-{config}"
+        res: dict = {"preset": self.preset, "k": k, "config": config, "room": room, "error": None, "notes": []}
         pubs: list[Proc] = []
         recs: list[Proc] = []
         try:
             # publishers, all at once
             pubs = await asyncio.gather(*(Proc.start(f"pub-{s}", self.publisher_argv(room, s), d) for s in streams))
+            renice(pubs, self.opts.publisher_nice, "--publisher-nice", res["notes"])
             await asyncio.gather(*(p.wait_for(r"^publishing stream", timeout=60 + 5 * k) for p in pubs))
             # recorder(s)
             t_rec = time.monotonic()
             specs = self.recorder_argvs(config, room, streams, d)
-            recs = list(await asyncio.gather(*(Proc.start(n, a, d) for n, a, _ in specs)))
+            recs = list(await asyncio.gather(*(TimedProc.start(n, a, d) for n, a, _ in specs)))
+            renice(recs, self.opts.recorder_nice, "--recorder-nice", res["notes"])
             rec_dirs = [r for _, _, r in specs]
             ready_timeout = 45 + 6 * k
             if config == "per-process":
@@ -385,6 +348,7 @@ class Bench:
             # steady-state window
             procs_all = recs + pubs + [self.server]
             c0 = {p.pid: read_cpu_s(p.pid) for p in procs_all}
+            u0 = read_udp_rcvbuf_errors()
             m0 = read_machine_cpu()
             t0 = time.monotonic()
             deadline = t0 + self.opts.seconds
@@ -396,6 +360,7 @@ class Bench:
                 await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             c1 = {p.pid: read_cpu_s(p.pid) for p in procs_all}
             m1 = read_machine_cpu()
+            u1 = read_udp_rcvbuf_errors()
             wall = time.monotonic() - t0
             mem = [read_mem_kb(p.pid) for p in recs]
 
@@ -418,6 +383,7 @@ class Bench:
                 "hwm_mb": round(sum(m.get("VmHWM", 0) for m in mem) / 1024, 1),
                 "pss_mb": round(sum(m.get("Pss", 0) for m in mem) / 1024, 1),
                 "processes": len(recs),
+                "udp_rcvbuf_errors": u1 - u0 if u0 is not None and u1 is not None else None,
             })
 
             # shutdown: SIGINT every recorder at once, time each exit
@@ -458,6 +424,7 @@ class Bench:
 
             # frames recorded: manifests (or the decode viewer's DECODED line)
             got: dict[str, dict] = {s: {"video": 0, "audio": 0, "dropped": 0, "bytes": 0, "files": 0} for s in streams}
+            loops: list[dict] = []  # each recorder's event-loop stall figures (manifest "loop")
             if config == "decode":
                 for line in recs[0].lines:
                     if line.startswith("DECODED "):
@@ -473,6 +440,8 @@ class Bench:
                         except (OSError, json.JSONDecodeError) as exc:
                             res["notes"].append(f"unreadable manifest {mf.name}: {exc}")
                             continue
+                        if isinstance(data.get("loop"), dict):
+                            loops.append(data["loop"])
                         for e in data.get("streams", []):
                             g = got.get(e.get("stream_id"))
                             if g is None:
@@ -495,7 +464,20 @@ class Bench:
                 "dropped": sum(x["dropped"] for x in got.values()),
                 "bytes": sum(x["bytes"] for x in got.values()),
                 "per_stream": {s: {"sent": sent[s], "recorded": got[s]} for s in streams},
+                "loop_max_stall_ms": max((x.get("max_stall_ms") or 0 for x in loops), default=None),
+                "loop_stalls_over_100ms": sum(x.get("stalls_over_100ms") or 0 for x in loops) if loops else None,
             })
+            # play -> first keyframe on disk (decode*: first decoded frame), per stream
+            played: dict[str, float] = {}
+            opened: dict[str, float] = {}
+            for p in recs:
+                err = p.err_path.read_text(errors="replace") if p.err_path.exists() else ""
+                played.update(play_times(err))
+                opened.update(first_line_times(getattr(p, "line_times", []), READY[config]))
+            delays = [opened[s] - played[s] for s in streams if s in played and s in opened]
+            res["play_to_keyframe_s"] = spread(delays)
+            if len(delays) < k:
+                res["notes"].append(f"play -> keyframe measured for {len(delays)} of {k} streams")
             if config != "decode":
                 missing = [s for s in streams if got[s]["files"] == 0]
                 if missing:
@@ -522,35 +504,8 @@ class Bench:
         return res
 
 
-def stderr_problems(text: str) -> list[str]:
-    """ERROR log lines and tracebacks, each with the exception that ended it."""
-    lines = text.splitlines()
-    out: list[str] = []
-    used: set[int] = set()
-    for i, line in enumerate(lines):
-        if not line.startswith("Traceback"):
-            continue
-        j = i + 1
-        while j < len(lines) and (lines[j].startswith((" ", "\t")) or not lines[j].strip()):
-            j += 1
-        exc = lines[j].strip() if j < len(lines) else "?"
-        head = ""
-        for back in range(i - 1, max(-1, i - 4), -1):
-            if " ERROR " in lines[back] or lines[back].startswith("Exception in"):
-                head, _ = lines[back].strip(), used.add(back)
-                break
-        out.append(f"{head} -> {exc}" if head else exc)
-    out += [ln.strip() for i, ln in enumerate(lines) if " ERROR " in ln and i not in used]
-    return out
-
-
 # --------------------------------------------------------------------------- report
 
-
-def fmt(v, spec: str = "", none: str = "-") -> str:
-    if v is None:
-        return none
-    return format(v, spec)
 
 
 def print_run(r: dict) -> None:
@@ -562,6 +517,8 @@ def print_run(r: dict) -> None:
     log(f"  K={r['k']} {LABEL[r['config']]:<11} {r['cpu_per_stream_s']:.4f} core/stream "
         f"({r['rec_cores']:.3f} cores in {r['processes']} proc), RSS {r['rss_mb']:.0f} MB, "
         f"video {fmt(r['video_pct'])}%, shutdown {r['shutdown_max_s']:.2f} s, "
+        f"longest loop stall {fmt(r.get('loop_max_stall_ms'), '.0f')} ms, "
+        f"play->keyframe {fmt((r.get('play_to_keyframe_s') or {}).get('median'), '.2f')} s median, "
         f"machine {r['machine_busy_pct']:.0f}% busy")
     for n in r["notes"]:
         log(f"      note: {n}")
@@ -577,7 +534,8 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
     ok = [r for r in results if not r.get("error")]
     log("")
     log("=" * 100)
-    log("Recording cost: one process for the room (ours) vs one process per stream (Raspberry Ninja's design)")
+    log("Recording cost: one process for the room (ours) vs one process per stream (Raspberry Ninja's design)"
+        + (f"; preset {results[0].get('preset')}" if results else ""))
     v = info["versions"]
     log(f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['mem_gb']} GB; load average at start "
         f"{' '.join(info['loadavg_at_start'])}; Python {info['python']}, aiortc {v['aiortc']}, av {v['av']}")
@@ -592,11 +550,12 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
     log("shutdown = SIGINT to exit of the recorder (slowest process); ready = recorder start to every file open;")
     log("start CPU = recorder CPU spent until ready (imports, negotiation); pub cores = all publishers together;")
     log("machine = share of all CPUs busy in the window; others = cores used by processes outside this benchmark")
+    log("stall = longest event-loop stall of the recorder (its manifest's \"loop\"; slowest process), ms")
     log("decode* = aiortc's own receive+decode path, frames discarded, no file: not a recorder, the floor of transcoding")
     log("")
     hdr = (f"{'K':>2} {'config':<11} {'core/stream':>11} {'cores':>6} {'RSS MB':>7} {'peak MB':>7} {'PSS MB':>7} "
            f"{'video %':>8} {'audio %':>8} {'drop':>5} {'shutdown s':>10} {'ready s':>7} {'start CPU s':>11} "
-           f"{'pub cores':>9} {'machine':>8} {'others':>6}")
+           f"{'pub cores':>9} {'machine':>8} {'others':>6} {'stall ms':>8}")
     log(hdr)
     log("-" * len(hdr))
     for r in results:
@@ -606,7 +565,8 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
         log(f"{r['k']:>2} {LABEL[r['config']]:<11} {r['cpu_per_stream_s']:>11.4f} {r['rec_cores']:>6.3f} "
             f"{r['rss_mb']:>7.0f} {r['hwm_mb']:>7.0f} {r['pss_mb']:>7.0f} {fmt(r['video_pct'], '.1f'):>8} "
             f"{fmt(r['audio_pct'], '.1f'):>8} {r['dropped']:>5} {r['shutdown_max_s']:>10.2f} {r['ready_s']:>7.1f} "
-            f"{r['startup_cpu_s']:>11.1f} {r['pub_cores']:>9.2f} {r['machine_busy_pct']:>7.0f}% {r['other_load_cores']:>6.2f}")
+            f"{r['startup_cpu_s']:>11.1f} {r['pub_cores']:>9.2f} {r['machine_busy_pct']:>7.0f}% {r['other_load_cores']:>6.2f} "
+            f"{fmt(r.get('loop_max_stall_ms'), '.0f'):>8}")
     log("")
     log("Ratios per K (per-process / ours; decode* / ours):")
     ks = sorted({r["k"] for r in ok})
@@ -638,6 +598,95 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
         for r, n in notes:
             log(f"  K={r['k']} {LABEL[r['config']]}: {n}")
     log("=" * 100)
+
+
+# --------------------------------------------------------------------------- sweep summary, JSON, plot
+
+
+def machine_line(info: dict) -> str:
+    v = info["versions"]
+    return (f"{info['nproc']} CPUs ({info['cpu_model']}), {info['mem_gb']} GB, load average at start "
+            f"{' '.join(info['loadavg_at_start'])}; Python {info['python']}, aiortc {v['aiortc']}, av {v['av']}")
+
+
+def print_sweep(runs: list[dict], maxk: dict) -> None:
+    """One line per run with the sweep's figures, then the largest K at >= 99 % per configuration."""
+    log("")
+    log("Sweep: core/stream, RSS (total; per stream beyond the first, vs K=1), the worst stream's kept frames "
+        "(min of video and audio %), longest loop stall, play -> first keyframe on disk (median / max),\n"
+        "UDP datagrams the kernel dropped in the window (receive buffer full; whole machine), publishers' cores")
+    w = max([len("preset")] + [len(str(r["preset"])) for r in runs])
+    hdr = (f"{'preset':<{w}} {'K':>3} {'config':<11} {'core/stream':>11} {'RSS MB':>7} {'MB/+stream':>10} "
+           f"{'kept min %':>10} {'stall ms':>8} {'play->kf s':>11} {'UDP drops':>9} {'pub cores':>9} {'machine':>8}")
+    log(hdr)
+    log("-" * len(hdr))
+    for r in runs:
+        if not r["ok"]:
+            log(f"{r['preset']:<{w}} {r['k']:>3} {LABEL[r['config']]:<11} FAILED: {(r['error'] or '').splitlines()[0][:70]}")
+            continue
+        pk = r["play_to_keyframe_s"] or {}
+        pkf = f"{fmt(pk.get('median'), '.2f')}/{fmt(pk.get('max'), '.2f')}"
+        log(f"{r['preset']:<{w}} {r['k']:>3} {LABEL[r['config']]:<11} {r['core_per_stream']:>11.4f} {r['rss_mb']:>7.0f} "
+            f"{fmt(r['rss_per_extra_stream_mb'], '.1f'):>10} {fmt(r['min_stream_kept_pct'], '.1f'):>10} "
+            f"{fmt(r['loop_max_stall_ms'], '.0f'):>8} {pkf:>11} {fmt(r['udp_rcvbuf_errors']):>9} {r['pub_cores']:>9.2f} "
+            f"{r['machine_busy_pct']:>7.0f}%{' SATURATED' if r['saturated'] else ''}")
+    for preset, by in maxk.items():
+        log(f"largest K with every stream >= {KEPT_TARGET_PCT:g} % of its frames ({preset}): " + ", ".join(
+            f"{LABEL[c]} {fmt(k, 'd', 'none')}" for c, k in by.items()))
+
+
+def bench_json(info: dict, opts: argparse.Namespace, presets: dict, runs: list[dict], results: list[dict],
+               loop_check: Optional[dict]) -> dict:
+    """The ``--json`` document, schema 1 (``bench/README.md``)."""
+    return {"schema": JSON_SCHEMA, "machine": info, "options": vars(opts), "presets": presets,
+            "runs": runs, "max_k_99": max_k_99(runs), "loop_check": loop_check, "details": results}
+
+
+def plot(runs: list[dict], info: dict, path: Path, note: str = "") -> None:
+    """Two panels, core per stream and RSS against K, one line per configuration (and preset)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=100)
+    presets = sorted({r["preset"] for r in runs}, key=str)
+    for preset in presets:
+        for config in CONFIGS:
+            rows = sorted((r for r in runs if r["ok"] and r["preset"] == preset and r["config"] == config),
+                          key=lambda r: r["k"])
+            if not rows:
+                continue
+            label = LABEL[config] + (f" {preset}" if len(presets) > 1 else "")
+            ks = [r["k"] for r in rows]
+            line, = ax1.plot(ks, [r["core_per_stream"] for r in rows], marker="o", label=label)
+            ax2.plot(ks, [r["rss_mb"] for r in rows], marker="o", label=label, color=line.get_color())
+            lossy = [r for r in rows if not r["every_stream_kept_99"]]
+            if lossy:  # a stream kept < 99 % of its frames: a black x
+                ax1.scatter([r["k"] for r in lossy], [r["core_per_stream"] for r in lossy], marker="x", s=60,
+                            color="black", zorder=4)
+                ax2.scatter([r["k"] for r in lossy], [r["rss_mb"] for r in lossy], marker="x", s=60,
+                            color="black", zorder=4)
+            sat = [r for r in rows if r["saturated"]]
+            if sat:  # saturated rows: a red ring
+                ax1.scatter([r["k"] for r in sat], [r["core_per_stream"] for r in sat], s=120,
+                            facecolors="none", edgecolors="red", zorder=3)
+                ax2.scatter([r["k"] for r in sat], [r["rss_mb"] for r in sat], s=120,
+                            facecolors="none", edgecolors="red", zorder=3)
+    ax1.set(xlabel="K streams", ylabel="recorder CPU, cores per stream", title="CPU per stream")
+    ax2.set(xlabel="K streams", ylabel="RSS, MB (sum over processes)", title="memory")
+    ax1.set_ylim(bottom=0)
+    ax2.set_ylim(bottom=0)
+    all_ks = sorted({r["k"] for r in runs if r["ok"]})
+    for ax in (ax1, ax2):
+        ax.set_xticks(all_ks)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{', '.join(map(str, presets))}{'; ' + note if note else ''}; red ring: machine >= "
+                 f"{SATURATED_PCT} % busy; x: a stream kept < {KEPT_TARGET_PCT:g} % of its frames", fontsize=9)
+    fig.text(0.5, 0.01, "machine: " + machine_line(info), ha="center", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.savefig(path)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- loop check
@@ -682,6 +731,28 @@ async def check_loop(opts: argparse.Namespace, work: Path, url: str) -> dict:
 # --------------------------------------------------------------------------- main
 
 
+def resolve_presets(opts: argparse.Namespace) -> list[tuple[str, argparse.Namespace]]:
+    """``--preset a,b`` -> [(name, options with that preset's codec/size/fps/kbps)]; explicit
+    ``--codec/--width/--height/--fps/--kbps`` override a preset (the run is then named by its figures)."""
+    names = [n.strip() for n in (opts.preset or DEFAULT_PRESET).split(",") if n.strip()]
+    out = []
+    for name in names:
+        if name not in PRESETS:
+            raise SystemExit(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        fields = dict(PRESETS[name])
+        for key, value in fields.items():
+            given = getattr(opts, key)
+            if given is not None and given != value:
+                fields[key] = given
+                name = "custom"
+        if name == "custom":
+            name = f"{fields['width']}x{fields['height']}@{fields['fps']}-{fields['codec']}-{fields['kbps']}k"
+        if opts.source == "test":
+            name = "test-pattern"
+        out.append((name, argparse.Namespace(**{**vars(opts), **fields})))
+    return out
+
+
 async def amain(opts: argparse.Namespace) -> int:
     info = machine_info()
     main_task = asyncio.current_task()
@@ -691,54 +762,69 @@ async def amain(opts: argparse.Namespace) -> int:
     for c in configs:
         if c not in CONFIGS:
             raise SystemExit(f"unknown configuration {c!r} (choose from {', '.join(CONFIGS)})")
+    presets = resolve_presets(opts)
     work = Path(tempfile.mkdtemp(prefix="record-cost-"))
-    log(f"record_cost: K={ks}, configurations {configs}, {opts.seconds:g} s each; work dir {work}")
-    v = info["versions"]
-    log(f"machine: {info['nproc']} CPUs ({info['cpu_model']}); aiortc {v['aiortc']}, av {v['av']}; "
-        f"load average {' '.join(info['loadavg_at_start'])}")
+    log(f"record_cost: presets {[n for n, _ in presets]}, K={ks}, configurations {configs}, "
+        f"{opts.seconds:g} s each; work dir {work}")
+    log("machine: " + machine_line(info))
     results: list[dict] = []
     server = None
     loop_result = None
     t_start = time.monotonic()
     try:
-        media = work / f"source.{'ts' if opts.codec == 'h264' else 'webm'}"
-        media_frames = 0
-        if opts.source == "file":
-            # --filesrc loops the file, but looping passthrough does not keep real-time pace
-            # (see README): make it long enough never to loop within one configuration.
-            length = opts.media_seconds or (opts.seconds + opts.settle + 30 + 3 * max(ks))
-            t = time.monotonic()
-            media_frames = make_media(media, opts.codec, length, opts.width, opts.height, opts.fps, opts.kbps, opts.gop)
-            log(f"media: {media.name}, {length:.0f} s, {media.stat().st_size / 1e6:.1f} MB "
-                f"({media.stat().st_size * 8 / length / 1000:.0f} kbit/s), encoded in {time.monotonic() - t:.1f} s")
         server = await Proc.start("server", [str(ROOT / "handshake_server.py"), "--host", "127.0.0.1", "--port", "0"], work)
         url = (await server.wait_for(r"listening on (ws://\S+)", timeout=30))[0].group(1)
         if not re.match(r"ws://(127\.|localhost|\[::1\])", url):
             raise SystemExit(f"server not on loopback: {url}")
         if opts.check_loop:
-            loop_result = await check_loop(opts, work, url)
+            lopts = presets[0][1]
+            loop_result = await check_loop(lopts, work, url)
             lr = loop_result
-            log(f"loop check ({opts.codec}, a {lr['file_s']:g} s file published for {lr['elapsed_s']:g} s): "
+            log(f"loop check ({lopts.codec}, a {lr['file_s']:g} s file published for {lr['elapsed_s']:g} s): "
                 f"{'OK' if lr['ok'] else 'BROKEN'}: sent {lr['video_sent']} video frames "
                 f"(real time: ~{lr['expected_at_real_time']}), publisher CPU {lr['publisher_cpu_s_in_3_loops']} s, "
                 f"recorded {lr['recorded_frames']} frames spanning {lr['recorded_duration_s']} s")
-        bench = Bench(opts, work, media, media_frames, url, server)
-        for k in ks:
-            for config in configs:
+        for name, popts in presets:
+            media = work / f"source-{name}.{'ts' if popts.codec == 'h264' else 'webm'}"
+            media_frames = 0
+            if popts.source == "file":
+                # --filesrc loops the file, but looping passthrough does not keep real-time pace
+                # (see README): make it long enough never to loop within one configuration.
+                length = popts.media_seconds or (popts.seconds + popts.settle + 30 + 3 * max(ks))
                 t = time.monotonic()
-                r = await bench.run(k, config)
-                r["run_s"] = round(time.monotonic() - t, 1)
-                results.append(r)
-                print_run(r)
+                media_frames = await asyncio.to_thread(make_media, media, popts.codec, length, popts.width,
+                                                       popts.height, popts.fps, popts.kbps, popts.gop)
+                log(f"media ({name}): {media.name}, {length:.0f} s, {media.stat().st_size / 1e6:.1f} MB "
+                    f"({media.stat().st_size * 8 / length / 1000:.0f} kbit/s), encoded in {time.monotonic() - t:.1f} s")
+            bench = Bench(popts, work, media, media_frames, url, server, preset=name)
+            preset_results = []
+            for k in ks:
+                for config in configs:
+                    t = time.monotonic()
+                    r = await bench.run(k, config)
+                    r["run_s"] = round(time.monotonic() - t, 1)
+                    preset_results.append(r)
+                    print_run(r)
+            results += preset_results
+            print_report(preset_results, info, popts)
+            media.unlink(missing_ok=True)
         with open("/proc/loadavg") as fh:
             info["loadavg_at_end"] = fh.read().split()[:3]
         info["bench_wall_s"] = round(time.monotonic() - t_start, 1)
-        print_report(results, info, opts)
+        runs = stable_runs(results)
+        print_sweep(runs, max_k_99(runs))
         log(f"total wall time {info['bench_wall_s']:.0f} s; load average at end {' '.join(info['loadavg_at_end'])}")
         if opts.json:
-            out = {"machine": info, "options": vars(opts), "loop_check": loop_result, "results": results}
+            preset_fields = {n: {key: getattr(po, key) for key in ("codec", "width", "height", "fps", "kbps", "gop", "source")}
+                             for n, po in presets}
+            out = bench_json(info, opts, preset_fields, runs, results, loop_result)
             Path(opts.json).write_text(json.dumps(out, indent=2))
             log(f"wrote {opts.json}")
+        if opts.plot:
+            nice = ", ".join(f"{who} nice {n}" for who, n in (("recorders", opts.recorder_nice),
+                                                                ("publishers", opts.publisher_nice)) if n)
+            await asyncio.to_thread(plot, runs, info, Path(opts.plot), nice)
+            log(f"wrote {opts.plot}")
     finally:
         await stop_all([p for p in ALL_PROCS if p.alive], 10.0)
         if opts.keep:
@@ -750,17 +836,25 @@ async def amain(opts: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--streams", default="1,4,8", help="comma-separated stream counts K (default 1,4,8)")
+    p.add_argument("--streams", "--sweep", dest="streams", default="1,4,8",
+                   help="comma-separated stream counts K, e.g. --sweep 1,4,8,16,24,32 (default 1,4,8)")
+    p.add_argument("--preset", "--presets", dest="preset", metavar="NAME[,NAME]",
+                   help=f"publishers' file: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); several run one after another")
+    p.add_argument("--plot", metavar="FILE.png", help="draw core per stream and RSS against K (matplotlib)")
+    p.add_argument("--publisher-nice", type=int, default=0, metavar="N",
+                   help="run the publishers (stand-ins for remote peers) at this nice value, e.g. 10 (default 0)")
+    p.add_argument("--recorder-nice", type=int, default=0, metavar="N",
+                   help="run the recorder process(es) at this nice value, e.g. -10 on a shared machine (default 0)")
     p.add_argument("--seconds", type=float, default=20.0, help="steady-state window per configuration (default 20)")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
     p.add_argument("--json", metavar="FILE", help="also write all figures as JSON")
     p.add_argument("--source", choices=("file", "test"), default="file",
                    help="publishers send a pre-encoded file (default) or encode a small --test pattern")
-    p.add_argument("--codec", choices=("h264", "vp8"), default="h264", help="video codec of the file (default h264 in MPEG-TS)")
-    p.add_argument("--width", type=int, default=854)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--kbps", type=int, default=1000, help="video bitrate of the file (default 1000)")
+    p.add_argument("--codec", choices=("h264", "vp8"), help="video codec of the file (h264: MPEG-TS, vp8: WebM; overrides the preset)")
+    p.add_argument("--width", type=int, help="overrides the preset")
+    p.add_argument("--height", type=int, help="overrides the preset")
+    p.add_argument("--fps", type=int, help="overrides the preset")
+    p.add_argument("--kbps", type=int, help="video bitrate of the file, kbit/s (overrides the preset)")
     p.add_argument("--gop", type=float, default=2.0, help="seconds between keyframes (default 2)")
     p.add_argument("--media-seconds", type=float, help="file length (default: long enough never to loop)")
     p.add_argument("--settle", type=float, default=1.0, help="seconds between the last file opening and the window")

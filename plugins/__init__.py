@@ -27,7 +27,9 @@ ENTRY_POINT_GROUP = PROJECT_NAME
 #: Set to any non-empty value to skip loading external plugins.
 AUTOLOAD_ENV = "NINJA_PUBLISH_DISABLE_PLUGIN_AUTOLOAD"
 
-DEFAULT_PLUGINS = ("plugins.room_recording",)
+# upload before webhooks: both shut down trylast, and pluggy runs the later-registered
+# trylast hook last, so upload_done events are queued before the webhooks shut down.
+DEFAULT_PLUGINS = ("plugins.room_recording", "plugins.control_page", "plugins.upload", "plugins.webhooks")
 
 log = logging.getLogger(__name__)
 

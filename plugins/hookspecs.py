@@ -155,3 +155,31 @@ def shutdown(client: "WebRTCClient") -> Optional[Any]:
 
     :param client: the ``WebRTCClient``.
     """
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+@hookspec
+def upload_done(client: "WebRTCClient", recording: dict, url: str) -> Optional[Any]:
+    """A file was uploaded by ``--upload`` and verified in the store (size, and
+    the MD5 ETag where the store gives one); with ``--upload-delete`` the local
+    file is gone by now.
+
+    :param client: the ``WebRTCClient``.
+    :param recording: the part's manifest entry (see ``recording_finalised``);
+        for the manifest file itself ``{"manifest": True, "file": path}``.
+        Either way ``upload`` is added: ``url``, ``bytes``, ``etag``,
+        ``verified`` (``size+md5`` or ``size``), ``deleted``.
+    :param url: where the object is, e.g. ``s3://bucket/prefix/name.mkv``.
+    """
+
+
+@hookspec
+def upload_failed(client: "WebRTCClient", recording: dict, error: str) -> Optional[Any]:
+    """An upload by ``--upload`` failed after all its retries; the local file is kept.
+
+    :param client: the ``WebRTCClient``.
+    :param recording: the part's manifest entry, or ``{"manifest": True, "file": path}``.
+    :param error: one line: the last error and the number of attempts.
+    """

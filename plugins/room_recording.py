@@ -17,8 +17,10 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Awaitable, Optional
 
 from multi_peer_client import FINALISE_HOOKS_TIMEOUT_S, MIN_FREE_MB, MultiPeerClient, RecordingSettings, Signaling
+from ninja_publish.protocol.limits import MAX_STREAMS
 from ninja_publish import announce
 from ninja_publish import aiortc_adapter, codecs
+from ninja_publish.loop_monitor import LoopMonitor
 from ninja_publish.protocol.events import SignalEvent
 from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S
 from ninja_publish.recording.status import print_summary, run_status
@@ -67,6 +69,16 @@ def check_record_dir(path: str) -> None:
         raise ConfigurationError(f"--record-dir {path}: not a writable directory ({reason})") from None
 
 
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return count
+
+
 def _seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -83,6 +95,7 @@ class RoomRecording:
     def __init__(self) -> None:
         self.recorder: Optional[MultiPeerClient] = None
         self._status: Optional[asyncio.Task] = None
+        self.loop_monitor: Optional[LoopMonitor] = None  # event-loop stalls, into the manifest
 
     @hookimpl
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -106,9 +119,17 @@ class RoomRecording:
         group.add_argument("--finalise-timeout", type=_seconds, default=FINALISE_HOOKS_TIMEOUT_S, metavar="SECONDS",
                            help="at shutdown, how long recording_finalised hooks (uploads...) may still run "
                                 f"(default {FINALISE_HOOKS_TIMEOUT_S:.0f})")
+        group.add_argument("--segment-seconds", type=_seconds, default=0.0, metavar="SECONDS",
+                           help="cut each stream's recording into parts of about this long, at a keyframe; "
+                                "each part is a complete file, finalised (and its hook run) at once (default: off)")
+        group.add_argument("--segment-size", type=_megabytes, default=0, metavar="MB",
+                           help="... or when a part reaches this many MB (default 0: off)")
         group.add_argument("--min-free", type=_megabytes, default=MIN_FREE_MB, metavar="MB",
                            help="no new file is opened while --record-dir has less free space than this "
                                 f"(MB, default {MIN_FREE_MB}; 0: no guard)")
+        group.add_argument("--max-streams", type=_count, default=MAX_STREAMS, metavar="N",
+                           help="record at most N streams at once; others are skipped (logged once each) "
+                                f"until a slot frees (default {MAX_STREAMS})")
 
     @hookimpl
     def configure(self, args: argparse.Namespace, client: "WebRTCClient") -> None:
@@ -125,7 +146,8 @@ class RoomRecording:
             streams=[s.strip() for s in (args.record_streams or "").split(",")], single_stream=single,
             noaudio=args.noaudio, novideo=args.novideo, prefer_codec=args.codec, bitrate_kbps=args.record_bitrate,
             finalise_timeout_s=args.finalise_timeout, connect_timeout_s=args.connect_timeout,
-            min_free_mb=args.min_free,
+            min_free_mb=args.min_free, segment_seconds=args.segment_seconds, segment_mb=args.segment_size,
+            max_streams=args.max_streams,
         )
         signaling = Signaling(client.send, client.identity, client.cipher, client.ice_configuration,
                               room=args.room, room_wire=client.room_wire)
@@ -140,6 +162,8 @@ class RoomRecording:
         self.recorder = MultiPeerClient(signaling, settings, opened, finalised)
         what = f"room {args.room}" if args.record_room else f"stream {single}"
         announce.recording(what, os.path.abspath(args.record_dir))
+        self.loop_monitor = LoopMonitor()
+        self.loop_monitor.start()
         if not args.no_status:
             self._status = asyncio.ensure_future(run_status(self.recorder.statuses, f"Recording {what}"))
 
@@ -158,7 +182,14 @@ class RoomRecording:
             return
         if self._status is not None:
             self._status.cancel()
+        if self.loop_monitor is not None:  # the figures so far, in case close() never returns
+            self.recorder.manifest.data["loop"] = self.loop_monitor.figures()
         entries = await self.recorder.close()
+        if self.loop_monitor is not None:  # again, with the shutdown itself
+            loop = self.recorder.manifest.data["loop"] = await self.loop_monitor.stop()
+            self.recorder.manifest.write()
+            log.info("event loop: longest stall %.0f ms (%d over 100 ms, %d over 250 ms)",
+                     loop["max_stall_ms"], loop["stalls_over_100ms"], loop["stalls_over_250ms"])
         print_summary(entries, self.recorder.manifest.path)
 
 

@@ -10,10 +10,13 @@ attribute is missing:
 - ``receive_codecs``: receive-only VP9 and AV1;
 - ``dtls``: ECDHE-RSA suites after aiortc's ECDSA ones;
 - ``senders``: per-sender bitrate caps, encoder bitrate;
-- ``codec_order``: our answer's codec preference.
+- ``codec_order``: our answer's codec preference;
+- ``renegotiation``: receivers learn the payload types of every renegotiation;
+- ``remb``: bandwidth feedback once a second (sooner when falling), not per packet.
 
 ``install_interop()`` is what every peer connection needs (DTLS, bitrate
-caps); ``install()`` adds recording (frame tap, receive codecs);
+caps); ``install()`` adds recording (frame tap, receive codecs, renegotiated
+payload types);
 ``uninstall()`` restores stock aiortc.  All three are idempotent.
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ninja_publish.aiortc_adapter import dtls, frame_tap, receive_codecs, senders
+from ninja_publish.aiortc_adapter import dtls, frame_tap, receive_codecs, remb, renegotiation, senders
 from ninja_publish.aiortc_adapter.codec_order import prefer_video_codec
 from ninja_publish.aiortc_adapter.frame_tap import FrameSink, ReceiverControl, attach, detach
 from ninja_publish.aiortc_adapter.patching import AdapterError
@@ -37,7 +40,7 @@ __all__ = [
 SUPPORTED_AIORTC = ((1, 16), (1, 17))
 
 _INTEROP = [*dtls.PATCHES, *senders.PATCHES]
-_RECORDING = [*frame_tap.PATCHES]
+_RECORDING = [*frame_tap.PATCHES, *renegotiation.PATCHES, *remb.PATCHES]
 
 
 def aiortc_version() -> tuple[int, ...]:

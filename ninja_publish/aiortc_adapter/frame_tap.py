@@ -1,13 +1,16 @@
 """Encoded frames out of aiortc, per receiver, without decoding.
 
-aiortc has no public API for encoded frames.  Its receiver hands each
-reassembled frame to a decoder thread started with the module-level
-``aiortc.rtcrtpreceiver.decoder_worker(loop, input_q, output_q, ...)``, where
-``output_q`` is the receiving track's queue.  The patch swaps that name for a
-dispatcher that looks ``output_q`` up in a registry: tracks attached with
-:func:`attach` get their encoded frames delivered to a sink on the event
-loop; every other receiver in the process runs aiortc's own decoder as
-before.  ``attach`` also gives the receiver a raw timestamp mapper (we extend
+aiortc has no public API for encoded frames.  Its receiver reassembles
+each frame on the event loop and puts it on a queue read by a decoder
+thread started with the module-level
+``aiortc.rtcrtpreceiver.decoder_worker(loop, input_q, output_q, ...)``.  For
+a receiver attached with :func:`attach` before it starts, that queue is
+replaced by one whose ``put`` hands the frame to the sink at once, on the
+event loop (no thread, no hop: its decoder thread ends as soon as it
+starts).  The patched ``decoder_worker`` also looks ``output_q`` up in a
+registry, so a track attached after its receiver started still gets its
+frames (from that thread, via the loop); every other receiver in the
+process runs aiortc's own decoder as before.  ``attach`` also gives the receiver a raw timestamp mapper (we extend
 RTP timestamps ourselves), tells the sink each frame's SSRC (a new SSRC is
 an encoder restart: a new timeline segment), observes RTCP sender reports,
 and exposes PLI.
@@ -27,8 +30,10 @@ from aiortc.rtp import RtcpSrPacket
 
 from ninja_publish import codecs
 from ninja_publish.aiortc_adapter.patching import AdapterError, Patch, private
+from ninja_publish.protocol.limits import Throttle
 
 log = logging.getLogger(__name__)
+_observer_errors = Throttle()
 
 #: RTP timestamps remembered per receiver to tell a frame's SSRC (a few frames' worth).
 SSRC_MEMORY = 64
@@ -49,6 +54,8 @@ class _Tapped:
 
     def __init__(self, sink: FrameSink) -> None:
         self.sink = sink
+        self.detached = False
+        self.failures = 0  # exceptions from the sink (logged a few times)
         self.ssrcs: "OrderedDict[int, int]" = OrderedDict()  # RTP timestamp -> SSRC (event loop writes)
 
     def remember(self, timestamp: int, ssrc: int) -> None:
@@ -87,18 +94,55 @@ class _Prepended:
         return self._first.pop() if self._first else self._queue.get()
 
 
+def _assemble(codec: Any, frame: Any) -> tuple[str, bytes]:
+    name = codec.name.lower()
+    try:
+        return name, codecs.assemble_frame(name, frame.data)
+    except Exception as exc:  # a bad frame is dropped, never raised
+        log.debug("dropping unassemblable %s frame: %s", name, exc)
+        return name, b""
+
+
+class _DirectQueue:
+    """An attached receiver's decoder queue: ``put`` (called by aiortc on the event
+    loop) hands each frame to the sink at once; ``None`` ends the track.  Nothing a
+    peer sends may raise from here into aiortc."""
+
+    def __init__(self, key: int, tapped: _Tapped) -> None:
+        self._key = key
+        self._tapped = tapped
+
+    def put(self, item: Any) -> None:
+        tapped = self._tapped
+        if tapped.detached:
+            return
+        try:
+            if item is None:
+                tapped.detached = True
+                with _lock:
+                    _sinks.pop(self._key, None)
+                tapped.sink.on_end()
+                return
+            codec, frame = item
+            name, data = _assemble(codec, frame)
+            if data:
+                tapped.sink.on_frame(name, data, frame.timestamp, tapped.ssrc_of(frame.timestamp))
+        except Exception:
+            tapped.failures += 1
+            if tapped.failures <= 3:
+                log.exception("frame sink failed (frame dropped)")
+
+    def get(self) -> None:
+        return None  # the decoder thread reads nothing: it is not needed
+
+
 def _deliver(loop: asyncio.AbstractEventLoop, tapped: _Tapped, input_q: Any, first: Any) -> None:
     sink = tapped.sink
     task = first
     while task is not None:
         codec, frame = task
-        name = codec.name.lower()
-        try:
-            data = codecs.assemble_frame(name, frame.data)
-        except Exception as exc:  # never let a bad frame kill the thread
-            log.debug("dropping unassemblable %s frame: %s", name, exc)
-            data = b""
-        if data:
+        name, data = _assemble(codec, frame)
+        if data and not tapped.detached:
             loop.call_soon_threadsafe(sink.on_frame, name, data, frame.timestamp, tapped.ssrc_of(frame.timestamp))
         task = input_q.get()
     loop.call_soon_threadsafe(sink.on_end)
@@ -107,6 +151,8 @@ def _deliver(loop: asyncio.AbstractEventLoop, tapped: _Tapped, input_q: Any, fir
 def _dispatching_worker(original: Callable[..., Any]) -> Callable[..., Any]:
     def decoder_worker(loop: asyncio.AbstractEventLoop, input_q: Any, output_q: Any, *rest: Any) -> Any:
         """The receiver's thread target: encoded frames for attached tracks, else decode."""
+        if isinstance(input_q, _DirectQueue):
+            return None  # frames go to the sink from the event loop: no thread needed
         first = input_q.get()
         with _lock:
             tapped = _sinks.get(id(output_q))
@@ -134,8 +180,12 @@ def attach(receiver: RTCRtpReceiver, track: MediaStreamTrack, sink: FrameSink) -
     if not PATCHES[0].applied:
         raise AdapterError("the frame tap is not installed: call ninja_publish.aiortc_adapter.install() first")
     tapped = _Tapped(sink)
+    key = id(track._queue)  # type: ignore[attr-defined]  # RemoteStreamTrack's frame queue
     with _lock:
-        _sinks[id(track._queue)] = tapped  # type: ignore[attr-defined]  # RemoteStreamTrack's frame queue
+        _sinks[key] = tapped
+    private(receiver, "RTCRtpReceiver", "decoder_queue")  # fails loudly if aiortc changed
+    if not private(receiver, "RTCRtpReceiver", "started"):  # (else its thread reads the real queue)
+        receiver._RTCRtpReceiver__decoder_queue = _DirectQueue(key, tapped)  # type: ignore[attr-defined]
     private(receiver, "RTCRtpReceiver", "timestamp_mapper")  # fails loudly if aiortc changed
     receiver._RTCRtpReceiver__timestamp_mapper = _RawTimestamps()  # type: ignore[attr-defined]
     codecs_by_pt = private(receiver, "RTCRtpReceiver", "codecs")  # payload type -> codec, filled by receive()
@@ -149,7 +199,8 @@ def attach(receiver: RTCRtpReceiver, track: MediaStreamTrack, sink: FrameSink) -
                 sink.on_sender_report((ntp >> 32) + (ntp & 0xFFFFFFFF) / (1 << 32), packet.sender_info.rtp_timestamp,
                                       packet.ssrc)
             except Exception:  # nothing a peer sends may raise into aiortc's DTLS loop
-                log.exception("sender report observer failed")
+                if _observer_errors.allow(id(receiver)):  # one line per receiver per minute
+                    log.exception("sender report observer failed")
         await original_rtcp(packet)
 
     async def observe_rtp(packet: Any, arrival_time_ms: int) -> None:
@@ -164,9 +215,11 @@ def attach(receiver: RTCRtpReceiver, track: MediaStreamTrack, sink: FrameSink) -
 
 
 def detach(track: MediaStreamTrack) -> None:
-    """Forget a track (its thread may already be gone)."""
+    """Forget a track: its sink gets nothing more (its thread may already be gone)."""
     with _lock:
-        _sinks.pop(id(track._queue), None)  # type: ignore[attr-defined]
+        tapped = _sinks.pop(id(track._queue), None)  # type: ignore[attr-defined]
+    if tapped is not None:
+        tapped.detached = True
 
 
 class ReceiverControl:
@@ -180,9 +233,13 @@ class ReceiverControl:
         return sources[0].source if sources else None
 
     async def request_keyframe(self) -> bool:
-        """Send an RTCP PLI to the sender; False if no SSRC is known yet."""
+        """Send an RTCP PLI to the sender; False if no SSRC is known yet or the
+        connection is gone."""
         ssrc = self.media_ssrc()
         if ssrc is None:
             return False
-        await self._receiver._send_rtcp_pli(ssrc)
+        try:
+            await self._receiver._send_rtcp_pli(ssrc)
+        except ConnectionError:  # the connection is going away: nobody to ask
+            return False
         return True

@@ -19,16 +19,24 @@ protocol notes (``vdo-ninja-protocol.md``, sections 1-3) in one of two modes, on
 A router takes a parsed message (:func:`parse_message`) from a client id and returns the list
 of :class:`Delivery` objects to send; :class:`TokenBucket` is the per-socket rate limit. The
 WebSocket layer on top is :mod:`ninja_publish.handshake.server`.
+
+Caps (:class:`Caps`): stream ids one socket may register (both modes), rooms and members per
+room (official mode; a relay is one fan-out group, bounded by the server's socket limit). A
+refused request is answered with an ``alert`` to its sender (official mode) or dropped
+(relay mode), and logged as one line per socket and kind at most every few seconds
+(:class:`RefusalLog`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Protocol, TypeGuard
+
+from ninja_publish.protocol.wire import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +46,15 @@ DEFAULT_RATE_LIMIT = 100.0  # messages per second, per socket
 DEFAULT_RATE_BURST = 200  # messages, per socket
 DEFAULT_MAX_QUEUED_PLAYS = 50  # viewers waiting for one not-yet-seeded stream id
 DEFAULT_MAX_WAITING_PER_CLIENT = 50  # distinct not-yet-seeded stream ids one socket waits for
+DEFAULT_MAX_STREAMS_PER_SOCKET = 16  # distinct stream ids one socket may seed
+DEFAULT_MAX_ROOMS = 1000
+DEFAULT_MAX_MEMBERS_PER_ROOM = 200
+REFUSAL_LOG_INTERVAL = 5.0  # seconds between refusal lines for one socket and kind
 
 ALERT_STREAM_IN_USE = "Stream ID is already in use."
+ALERT_TOO_MANY_STREAMS = "Too many stream IDs on one connection."
+ALERT_TOO_MANY_ROOMS = "The server has too many rooms; try again later."
+ALERT_ROOM_FULL = "The room is full."
 
 Message = dict[str, Any]
 
@@ -70,13 +85,55 @@ class Router(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Caps:
+    """The routers' bounds on what clients may register (see the module docstring)."""
+
+    max_streams_per_socket: int = DEFAULT_MAX_STREAMS_PER_SOCKET
+    max_rooms: int = DEFAULT_MAX_ROOMS
+    max_members_per_room: int = DEFAULT_MAX_MEMBERS_PER_ROOM
+
+
+class RefusalLog:
+    """Logs refusals as at most one warning per (client, kind) every ``interval`` seconds.
+
+    A line held back is counted and the count is added to the next line of that key, so a
+    socket hammering the server with refused requests costs one line every few seconds.
+    """
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # key -> (time logged, held back)
+
+    def refuse(self, client: str, kind: str, message: str) -> None:
+        """Note one refusal of ``kind`` for ``client``; log ``message`` unless one was logged recently."""
+        now = self._clock()
+        logged, held = self._last.get((client, kind), (-math.inf, 0))
+        if now - logged < self.interval:
+            self._last[(client, kind)] = (logged, held + 1)
+            return
+        more = f" (and {held} more since the last line)" if held else ""
+        log.warning("refused %s from %s: %s%s", kind, client, message, more)
+        self._last[(client, kind)] = (now, 0)
+
+    def forget(self, client: str) -> None:
+        """Drop the state of a client that disconnected."""
+        for key in [key for key in self._last if key[0] == client]:
+            del self._last[key]
+
+
 def parse_message(raw: str | bytes) -> Message | None:
-    """Decode one WebSocket frame into a JSON object, or return None if it is not one."""
+    """Decode one WebSocket frame into a JSON object, or return None if it is not one.
+
+    Uses the bounded :func:`ninja_publish.protocol.wire.parse_json` (nesting depth, NaN and
+    Infinity refused).
+    """
     if not isinstance(raw, str):
         return None
     try:
-        message = json.loads(raw)
-    except (ValueError, RecursionError):
+        message = parse_json(raw)
+    except ValueError:
         return None
     return message if isinstance(message, dict) else None
 
@@ -121,10 +178,14 @@ class OfficialRouter:
         *,
         max_queued_plays: int = DEFAULT_MAX_QUEUED_PLAYS,
         max_waiting_per_client: int = DEFAULT_MAX_WAITING_PER_CLIENT,
+        caps: Caps = Caps(),
+        refusals: RefusalLog | None = None,
         new_id: Callable[[], str] = _new_uuid,
     ) -> None:
         self._max_queued_plays = max_queued_plays
         self._max_waiting_per_client = max_waiting_per_client
+        self.caps = caps
+        self._refusals = refusals or RefusalLog()
         self._new_id = new_id
         self._clients: dict[str, _OfficialClient] = {}
         self._rooms: dict[str, dict[str, None]] = {}  # room id -> members in join order
@@ -176,6 +237,7 @@ class OfficialRouter:
         leaver = self._clients.pop(client, None)
         if leaver is None:
             return []
+        self._refusals.forget(client)
         for stream_id in leaver.streams:
             if self._publishers.get(stream_id) == client:
                 del self._publishers[stream_id]
@@ -193,6 +255,10 @@ class OfficialRouter:
         if not _is_id(room_id):
             log.debug("ignoring joinroom without a roomid from %s", client.uuid)
             return []
+        room_key = room_id.lower()
+        refusal = self._room_refusal(client, room_key)
+        if refusal is not None:
+            return refusal
         deliveries: list[Delivery] = []
         if "streamID" in message:
             # Announced through someonejoined below rather than videoaddedtoroom.
@@ -217,6 +283,10 @@ class OfficialRouter:
         if owner is not None:
             alert = {"request": "alert", "message": ALERT_STREAM_IN_USE}
             return [Delivery(client.uuid, alert)]
+        if len(client.streams) >= self.caps.max_streams_per_socket:
+            self._refusals.refuse(client.uuid, "seed", f"already {len(client.streams)} stream ids "
+                                  f"(--max-streams-per-socket {self.caps.max_streams_per_socket})")
+            return [Delivery(client.uuid, {"request": "alert", "message": ALERT_TOO_MANY_STREAMS})]
         self._publishers[stream_id] = client.uuid
         client.streams.append(stream_id)
         deliveries: list[Delivery] = []
@@ -260,6 +330,21 @@ class OfficialRouter:
 
     # -- helpers
 
+    def _room_refusal(self, client: _OfficialClient, room_key: str) -> list[Delivery] | None:
+        """The alert for a joinroom the room caps refuse, or None if it may join."""
+        members = self._rooms.get(room_key)
+        if members is None:
+            leaving_empties_one = client.room is not None and len(self._rooms[client.room]) == 1
+            if len(self._rooms) - int(leaving_empties_one) >= self.caps.max_rooms:
+                self._refusals.refuse(client.uuid, "joinroom",
+                                      f"{len(self._rooms)} rooms (--max-rooms {self.caps.max_rooms})")
+                return [Delivery(client.uuid, {"request": "alert", "message": ALERT_TOO_MANY_ROOMS})]
+        elif client.uuid not in members and len(members) >= self.caps.max_members_per_room:
+            self._refusals.refuse(client.uuid, "joinroom", f"room {room_key!r} has {len(members)} members "
+                                  f"(--max-members-per-room {self.caps.max_members_per_room})")
+            return [Delivery(client.uuid, {"request": "alert", "message": ALERT_ROOM_FULL})]
+        return None
+
     def _room_mates(self, client: _OfficialClient) -> list[str]:
         if client.room is None:
             return []
@@ -293,10 +378,15 @@ class RelayRouter:
     message it sent; messages are forwarded unchanged.
     """
 
-    def __init__(self, *, new_id: Callable[[], str] = _new_uuid) -> None:
+    def __init__(
+        self, *, caps: Caps = Caps(), refusals: RefusalLog | None = None, new_id: Callable[[], str] = _new_uuid
+    ) -> None:
+        self.caps = caps
+        self._refusals = refusals or RefusalLog()
         self._new_id = new_id
         self._peer_ids: dict[str, str | None] = {}  # client id -> last "from", all clients
         self._seeders: dict[str, str] = {}  # stream id -> client id
+        self._seeded: dict[str, set[str]] = {}  # client id -> stream ids it seeds
 
     def peer_id(self, client: str) -> str | None:
         """The ``from`` last seen from ``client``, if any."""
@@ -320,11 +410,20 @@ class RelayRouter:
         if not _is_id(sender):
             log.debug("dropping message without 'from' from %s", client)
             return []
-        self._peer_ids[client] = sender
         request = message.get("request")
         stream_id = message.get("streamID")
         if request in ("seed", "joinroom") and _is_id(stream_id):
+            mine = self._seeded.setdefault(client, set())
+            if stream_id not in mine and len(mine) >= self.caps.max_streams_per_socket:
+                self._refusals.refuse(client, request, f"already {len(mine)} stream ids "
+                                      f"(--max-streams-per-socket {self.caps.max_streams_per_socket}): not relayed")
+                return []
+            previous = self._seeders.get(stream_id)
+            if previous is not None and previous != client:
+                self._seeded[previous].discard(stream_id)
             self._seeders[stream_id] = client
+            mine.add(stream_id)
+        self._peer_ids[client] = sender
 
         targets = [other for other in self._peer_ids if other != client]
         if "UUID" in message:
@@ -336,8 +435,10 @@ class RelayRouter:
 
     def disconnect(self, client: str) -> list[Delivery]:
         self._peer_ids.pop(client, None)
-        for stream_id in [s for s, seeder in self._seeders.items() if seeder == client]:
-            del self._seeders[stream_id]
+        for stream_id in self._seeded.pop(client, set()):
+            if self._seeders.get(stream_id) == client:
+                del self._seeders[stream_id]
+        self._refusals.forget(client)
         return []
 
 
@@ -367,10 +468,10 @@ class TokenBucket:
         return False
 
 
-def make_router(mode: str) -> Router:
-    """A fresh router for ``mode`` (one of :data:`MODES`)."""
+def make_router(mode: str, caps: Caps = Caps()) -> Router:
+    """A fresh router for ``mode`` (one of :data:`MODES`) with ``caps``."""
     if mode == "official":
-        return OfficialRouter()
+        return OfficialRouter(caps=caps)
     if mode == "relay":
-        return RelayRouter()
+        return RelayRouter(caps=caps)
     raise ValueError(f"mode must be one of {MODES}, not {mode!r}")

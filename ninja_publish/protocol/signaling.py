@@ -5,6 +5,12 @@ Owns the socket's life: exponential backoff with jitter between attempts
 disconnected are delivered after the reconnect, and clear one-line errors for
 unreachable servers and TLS failures.  It knows nothing of the protocol: it
 moves JSON text frames; the client decides what they mean.
+
+TLS: a ``wss://`` server's certificate and host name are always verified
+against the system's trust store, or the PEM bundle named by the standard
+``SSL_CERT_FILE`` (``SSL_CERT_DIR``) environment variable, so a private CA can
+be trusted without turning checks off; only ``insecure=True``
+(``--insecure-signaling``) skips them, and says so once in the log.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ class Backoff:
 def describe_connect_error(url: str, exc: BaseException) -> str:
     """A one-line, human explanation of why connecting failed."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate check failed for {url}: {exc.verify_message} (use --insecure-signaling to skip it)"
+        return (f"TLS certificate verification failed for {url}: {exc.verify_message} (trust its CA with "
+                f"SSL_CERT_FILE=ca.pem, or use --insecure-signaling to skip the check)")
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake with {url} failed: {getattr(exc, 'reason', None) or exc}"
     if url.startswith("wss://") and isinstance(exc, (ConnectionResetError, EOFError, ssl.SSLEOFError)):
@@ -97,8 +104,9 @@ class SignalingConnection:
         self._sends: set[asyncio.Task] = set()  # sends in flight (kept until done)
         self._ssl: Optional[ssl.SSLContext] = None
         if url.startswith("wss://"):
-            self._ssl = ssl.create_default_context()
+            self._ssl = ssl.create_default_context()  # verifies; honours SSL_CERT_FILE / SSL_CERT_DIR
             if insecure:
+                log.warning("--insecure-signaling: the certificate of %s is not checked", url)
                 self._ssl.check_hostname = False
                 self._ssl.verify_mode = ssl.CERT_NONE
         self.connected = asyncio.Event()

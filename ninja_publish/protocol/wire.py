@@ -2,7 +2,8 @@
 
 Owns: stream-id and room-id hashing, salt derivation, the ``--password`` value
 rules, ``--server`` URL normalisation, AES-256-CBC field encryption with a
-``vector``, message builders, and the parser that turns a raw WebSocket or
+``vector``, message builders, the bounded JSON decoder every received frame
+goes through (:func:`parse_json`), and the parser that turns a raw WebSocket or
 data-channel frame into a normalised dict.  Everything here is unit-tested
 without I/O (see ``tests/test_protocol.py``).
 """
@@ -36,6 +37,59 @@ _PASSWORD_OFF_WORDS = {"false", "0", "off"}
 
 class ProtocolError(ValueError):
     """A frame that cannot be understood: bad JSON, not an object, or undecryptable."""
+
+
+# --------------------------------------------------------------------------- bounded JSON
+
+#: Deepest nesting accepted in a received frame (VDO.Ninja messages nest 3-4 levels).
+MAX_JSON_DEPTH = 32
+#: Largest received frame decoded, in characters (the WebSocket's frame limit is the same).
+MAX_JSON_BYTES = 1 << 20
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects/arrays deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Decode one received JSON text, bounded: raises ``ValueError`` and nothing else.
+
+    Refused: more than ``max_bytes`` characters, invalid UTF-8 or JSON, ``NaN``/``Infinity``
+    (not JSON, and they break ``int()``), nesting deeper than ``max_depth`` (also before
+    Python's recursion limit would turn it into ``RecursionError``), and integers too long to
+    convert.
+    """
+    if len(text) > max_bytes:
+        raise ValueError(f"JSON text of {len(text)} characters is over the {max_bytes} limit")
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError("JSON text is not UTF-8") from exc
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels") from None
+    if _depth_exceeds(value, max_depth):
+        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+    return value
 
 
 # --------------------------------------------------------------------------- hashing
@@ -177,8 +231,8 @@ class FieldCipher:
             padded = dec.update(data) + dec.finalize()
             unpadder = padding.PKCS7(128).unpadder()
             plain = unpadder.update(padded) + unpadder.finalize()
-            return json.loads(plain.decode("utf-8"))
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            return parse_json(plain)
+        except (ValueError, TypeError) as exc:
             raise ProtocolError(
                 "could not decrypt a message: the password or salt probably differs "
                 "from the sender's"
@@ -214,9 +268,11 @@ def parse_message(raw: Any, cipher: Optional[FieldCipher]) -> dict:
             raise ProtocolError("binary frame is not UTF-8 JSON") from exc
     if isinstance(raw, str):
         try:
-            msg = json.loads(raw)
+            msg = parse_json(raw)
         except json.JSONDecodeError as exc:
             raise ProtocolError(f"malformed JSON: {exc.msg} at position {exc.pos}") from exc
+        except ValueError as exc:
+            raise ProtocolError(f"refused JSON: {exc}") from exc
     else:
         msg = raw
     if not isinstance(msg, dict):

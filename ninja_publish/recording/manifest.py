@@ -3,8 +3,8 @@
 One file per run, ``{prefix}_{unix}.manifest.json`` in the record directory,
 rewritten atomically (temporary file + rename) whenever a stream ends, so it
 is valid JSON even after a crash.  A stream's recording is a sequence of
-parts (one file each: the first connection, then one per reconnection or
-rejoin), numbered by ``part`` from 1 in the order the files were opened
+parts (one file each: the first connection, then one per reconnection,
+rejoin, added track, codec change or ``--segment-seconds``), numbered by ``part`` from 1 in the order the files were opened
 (None for a connection that recorded nothing).  Per part: ids, file, codecs,
 resolution, first-frame wall-clock time (to align participants), end time,
 frames, bytes and why it ended; ``parts`` maps each stream id to its files
@@ -22,6 +22,8 @@ import os
 import time
 from typing import Any, Optional
 
+from ninja_publish.recording.safe_files import write_atomically
+
 log = logging.getLogger(__name__)
 
 
@@ -36,37 +38,38 @@ class RecordingManifest:
 
     @staticmethod
     def entry(recorder, stats) -> dict:
-        """The manifest entry for a finished ``StreamRecorder`` and its muxer stats."""
+        """The manifest entry of one part: a ``StreamRecorder`` and the part's muxer stats
+        (None or not started: the connection recorded nothing)."""
         writer = recorder.writer
         started = bool(stats is not None and getattr(stats, "started", False))
-        path = writer.muxer.path if writer.muxer is not None else None
+        path = stats.path if started else None
         return {
             "stream_id": recorder.plain_id,
-            "part": getattr(recorder, "part", None) if started else None,
+            "part": stats.part if started else None,
             "wire_stream_id": recorder.stream_wire_id,
             "uuid": recorder.uuid,
             "session": recorder.session,
-            "file": path if started else None,
-            "video_codec": writer.codecs.get("video"),
-            "audio_codec": writer.codecs.get("audio"),
-            "width": getattr(stats, "width", None) if started else None,
-            "height": getattr(stats, "height", None) if started else None,
-            "first_frame_time": writer.first_frame_wallclock,
+            "file": path,
+            "video_codec": stats.video_codec if started else writer.codecs.get("video"),
+            "audio_codec": stats.audio_codec if started else writer.codecs.get("audio"),
+            "width": stats.width if started else None,
+            "height": stats.height if started else None,
+            "first_frame_time": stats.first_frame_time if started else None,
             "end_time": time.time(),
-            "duration_s": round(getattr(stats, "duration_s", 0.0) or 0.0, 3) if started else 0.0,
-            "video_frames": getattr(stats, "video_frames", 0) if started else 0,
-            "audio_frames": getattr(stats, "audio_frames", 0) if started else 0,
+            "duration_s": round(stats.duration_s or 0.0, 3) if started else 0.0,
+            "video_frames": stats.video_frames if started else 0,
+            "audio_frames": stats.audio_frames if started else 0,
             "dropped_frames": writer.dropped_frames + (getattr(stats, "dropped_frames", 0) or 0),
-            "silence_packets": getattr(stats, "silence_packets", 0) if started else 0,
-            "silence_gaps": getattr(stats, "silence_gaps", 0) if started else 0,
+            "silence_packets": stats.silence_packets if started else 0,
+            "silence_gaps": stats.silence_gaps if started else 0,
             "timeline_jumps": writer.timeline.discontinuities,
             "ignored_frames": dict(getattr(recorder, "ignored_frames", {})),
-            "bytes": os.path.getsize(path) if started and path and os.path.exists(path) else 0,
+            "bytes": os.path.getsize(path) if path and os.path.exists(path) else 0,
             "requested_kbps": recorder.requested_kbps or None,
             "video_kbps": round(writer.rates["video"].average_kbps(), 1),
             "audio_kbps": round(writer.rates["audio"].average_kbps(), 1),
             "av_sync": "rtcp" if writer.timeline.use_sender_reports else "arrival",
-            "end_reason": recorder.end_reason,
+            "end_reason": (stats.end_reason if started and stats.end_reason else None) or recorder.end_reason,
             "error": getattr(stats, "error", None) or getattr(writer, "error", None),
             "write_errors": getattr(stats, "write_errors", 0) or 0,
         }
@@ -96,16 +99,9 @@ class RecordingManifest:
     def write(self) -> bool:
         """Atomically replace the manifest file; never raises ``OSError``: a failure
         is logged once (and its recovery once) and the previous file is kept."""
-        tmp = self.path + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.data, fh, indent=2)
-            os.replace(tmp, self.path)
+        try:  # a fresh O_EXCL|O_NOFOLLOW temporary file, then os.replace: never through a symlink
+            write_atomically(self.path, json.dumps(self.data, indent=2).encode("utf-8"))
         except OSError as exc:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
             if self.write_error is None:
                 log.error("could not write the manifest %s: %s (retried at the next change)", self.path, exc)
             self.write_error = str(exc)

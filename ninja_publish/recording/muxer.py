@@ -53,6 +53,7 @@ from fractions import Fraction
 import av
 
 from ninja_publish import codecs
+from ninja_publish.recording import safe_files
 from ninja_publish.recording.file_sync import FileSync
 
 __all__ = [
@@ -106,7 +107,8 @@ class MuxerStats:
     """What a :class:`PassthroughMuxer` wrote (for logs and the manifest).
 
     ``width``/``height`` are those of the first keyframe (the file header);
-    ``first_pts_us``/``last_pts_us`` are on the caller's timeline;
+    ``first_pts_us``/``last_pts_us`` are on the caller's timeline (``part``,
+    ``first_frame_time`` and ``end_reason`` are the recorder's, for the manifest);
     ``bytes_written`` is the file size, refreshed every second and by close();
     ``dropped_frames`` counts every frame not written, of which
     ``invalid_frames`` failed the bitstream check and ``errors`` were
@@ -138,6 +140,11 @@ class MuxerStats:
     error: str | None = None
     #: writes that failed (the first one ends the file)
     write_errors: int = 0
+    #: set by the recorder: the part's number among the stream's files (from 1), the
+    #: wall-clock capture time of its first frame, and why it ended
+    part: int | None = None
+    first_frame_time: float | None = None
+    end_reason: str | None = None
 
 
 def describe_write_error(exc: BaseException) -> str:
@@ -238,6 +245,8 @@ class PassthroughMuxer:
         self._failed = False
         self._good_size = 0  # file size after the last packet written whole
         self._file_sync = FileSync(self.path)
+        self._created = False  # the file was created by us (so ours to delete)
+        self._fd = -1          # our descriptor of the file, named to PyAV as /proc/self/fd/N
 
     # ------------------------------------------------------------ public API
 
@@ -302,6 +311,7 @@ class PassthroughMuxer:
             except Exception:  # noqa: BLE001
                 self._log_error("close")
             self._container = None
+            self._close_fd()
             self._refresh_size()
             self._file_sync.final()
         return self.stats
@@ -366,8 +376,15 @@ class PassthroughMuxer:
         """
         options = dict(_COMMON_OPTIONS, **_FORMAT_OPTIONS[self._format])
         container = None
+        fd = -1
         try:
-            container = av.open(self.path, "w", format=self._format, container_options=options)
+            # created by us (O_EXCL|O_NOFOLLOW: never through a planted symlink, never
+            # truncating a file), then opened by PyAV through our descriptor
+            fd = self._create_file()
+            container = av.open(safe_files.fd_path(fd, self.path), "w", format=self._format,
+                                container_options=options)
+            # (kept open until the container is closed: PyAV opens the path when it writes the header)
+            self._fd, fd = fd, -1
             if self.video_codec:
                 assert size is not None  # a video file starts at a keyframe of known size
                 stream = container.add_mux_stream(self.video_codec, width=size[0], height=size[1])
@@ -392,6 +409,9 @@ class PassthroughMuxer:
                 self._log_error(f"starting {self.path}")
             self._discard(container)
             return False
+        finally:
+            if fd >= 0:
+                os.close(fd)
         self.stats.started = True
         if size:
             self.stats.width, self.stats.height = size
@@ -508,13 +528,36 @@ class PassthroughMuxer:
         if until - audio.end_ticks > SILENCE_GAP_TICKS:
             self._fill_silence(until)
 
+    def _create_file(self) -> int:
+        """Create the file (``name_2`` … when something is at its name: logged) and return its descriptor."""
+        base, ext = os.path.splitext(self.path)
+        fd, path = safe_files.create_unique(base, ext)
+        if path != self.path:
+            log.warning("%s already exists (not followed, not truncated): recording to %s instead", self.path,
+                        os.path.basename(path))
+            self.path = self.stats.path = path
+            self._file_sync = FileSync(path)
+        self._created = True
+        return fd
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+
     def _discard(self, container) -> None:
-        """Close a container that failed to start and delete its file."""
+        """Close a container that failed to start and delete its file (only one we created)."""
         if container is not None:
             try:
                 container.close()
             except Exception:  # noqa: BLE001 - it is broken already
                 pass
+        self._close_fd()
+        if not self._created:
+            return
         try:
             os.remove(self.path)
         except OSError:
@@ -548,6 +591,7 @@ class PassthroughMuxer:
             container.close()  # its output is failed: FFmpeg writes nothing more
         except Exception:  # noqa: BLE001 - broken already
             pass
+        self._close_fd()
         try:
             os.truncate(self.path, self._good_size)  # cut the packet written in part
         except OSError as cut:

@@ -24,9 +24,11 @@ from typing import Any, Callable, Optional
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ninja_publish import aiortc_adapter
+from ninja_publish.protocol import limits
 from ninja_publish.protocol import wire as vp
 from ninja_publish.recording.frame_writer import FrameWriter
 from ninja_publish.webrtc.channel import DATA_CHANNEL_LABEL, ChannelLink
+from ninja_publish.webrtc.guard import guarded
 from ninja_publish.webrtc.ice import add_remote_candidates, ice_ufrags, local_candidates
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,10 @@ SILENT_PEER_S = 20.0
 #: A peer still in ``new``/``connecting`` this long after its offer is given up
 #: (``--connect-timeout``); the room recorder then asks for the stream again.
 CONNECT_TIMEOUT_S = 15.0
+#: Media arriving within this many seconds "flows": a signaling bye for the peer is ignored.
+MEDIA_FLOWING_S = 2.0
+#: After an ignored signaling bye, the stream ends once no media came for this long.
+SILENT_AFTER_BYE_S = 3.0
 
 
 class _TrackSink:
@@ -92,8 +98,8 @@ class StreamRecorder:
         configuration,
         options: dict,
         on_finished: Callable[["StreamRecorder", Optional[Any]], Any],
-        on_file_opened: Callable[["StreamRecorder", str], Any],
-        on_part_failed: Optional[Callable[["StreamRecorder", Any], Any]] = None,
+        on_file_opened: Callable[["StreamRecorder", Any], Any],
+        on_part_ended: Optional[Callable[["StreamRecorder", Any], Any]] = None,
         next_path: Optional[Callable[["StreamRecorder"], str]] = None,
     ) -> None:
         self.uuid = uuid
@@ -109,8 +115,10 @@ class StreamRecorder:
         self.link: Optional[ChannelLink] = None
         self.writer = FrameWriter(
             path_without_ext, self._request_keyframe, self._file_opened, space=options.get("space"),
-            on_part_failed=(lambda stats: on_part_failed(self, stats)) if on_part_failed else None,
+            on_part_ended=(lambda stats: on_part_ended(self, stats)) if on_part_ended else None,
             next_path=(lambda: next_path(self)) if next_path else None,
+            segment_seconds=float(options.get("segment_seconds") or 0),
+            segment_bytes=int(options.get("segment_bytes") or 0),
         )
         self.controls: dict[str, aiortc_adapter.ReceiverControl] = {}
         self.tracks: dict[str, Any] = {}
@@ -122,21 +130,26 @@ class StreamRecorder:
         self.created = time.monotonic()
         #: monotonic time the connection last became ``connected`` (None: never)
         self.connected_at: Optional[float] = None
-        #: this file's index among the stream's files (parts), from 1; set by the room
-        #: recorder when the file opens (None while nothing was recorded)
+        #: the current file's index among the stream's files (parts), from 1; set by the
+        #: room recorder when the file opens (None while nothing was recorded)
         self.part: Optional[int] = None
         self.connect_timeout = float(options.get("connect_timeout") or CONNECT_TIMEOUT_S)
         self.requested_kbps = int(options.get("record_bitrate") or 0)
         self.end_reason: Optional[str] = None
         self.finished = asyncio.Event()  # set once finalised and reported
         self.state = "negotiating"
+        #: a signaling bye came while media flowed (ignored: ``from`` is not authenticated on relays)
+        self.bye_ignored: Optional[str] = None
+        self._candidates_seen = 0                        # remote candidates accepted (capped)
+        self._refusals = limits.Throttle()
         self._pending_candidates: list[dict] = []
         self._tasks: set[asyncio.Future] = set()  # callbacks' coroutines, kept until done
         self._ticker = asyncio.ensure_future(self._tick())
         self._lock = asyncio.Lock()
-        self.pc.on("datachannel", self._on_datachannel)
-        self.pc.on("track", self._on_track)
-        self.pc.on("connectionstatechange", self._on_state)
+        # aiortc calls these from its receive loops: nothing may raise into it
+        self.pc.on("datachannel", guarded(f"{plain_id}: datachannel event", self._on_datachannel))
+        self.pc.on("track", guarded(f"{plain_id}: track event", self._on_track))
+        self.pc.on("connectionstatechange", guarded(f"{plain_id}: connection state event", self._on_state))
 
     def _spawn(self, coro: Any) -> None:
         """Run ``coro`` from a callback, keeping a reference until it is done."""
@@ -162,6 +175,13 @@ class StreamRecorder:
             if self.end_reason:
                 log.warning("%s: offer not answered: the stream already ended (%s)", self.plain_id, self.end_reason)
                 return
+            problem = limits.sdp_problem(sdp)
+            if problem:
+                if self._refusals.allow("sdp"):
+                    log.warning("%s: refusing an offer: %s", self.plain_id, problem)
+                return
+            if self.pc.remoteDescription is None:  # (a renegotiation repeats the same candidates)
+                self._candidates_seen += limits.sdp_candidates(sdp)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             aiortc_adapter.prefer_video_codec(self.pc, self._options.get("prefer_codec"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -178,7 +198,17 @@ class StreamRecorder:
                 await add_remote_candidates(self.pc, pending)
 
     async def add_candidates(self, cands: list[dict]) -> None:
-        """Remote candidates, whenever they arrive (kept until an offer is applied)."""
+        """Remote candidates, whenever they arrive (kept until an offer is applied);
+        at most ``limits.MAX_CANDIDATES`` per connection, the others dropped (logged)."""
+        room = max(0, limits.MAX_CANDIDATES - self._candidates_seen)
+        if len(cands) > room:
+            if self._refusals.allow("candidates"):
+                log.warning("%s: dropping %d candidates over the %d limit", self.plain_id, len(cands) - room,
+                            limits.MAX_CANDIDATES)
+            cands = cands[:room]
+        if not cands:
+            return
+        self._candidates_seen += len(cands)
         if self.pc.remoteDescription is None:
             self._pending_candidates.extend(cands)
         else:
@@ -201,7 +231,7 @@ class StreamRecorder:
         if channel.readyState == "open":
             on_open()
         else:
-            channel.on("open", on_open)
+            channel.on("open", guarded(f"{self.plain_id}: data channel open", on_open))
         channel.on("close", lambda: self._spawn(self.finish("data channel closed")))
 
     async def _on_channel_message(self, msg: dict) -> None:
@@ -238,8 +268,8 @@ class StreamRecorder:
         self.writer.expect(kind)
         self.state = "connecting"
 
-    def _file_opened(self, path: str) -> None:
-        result = self._on_file_opened(self, path)
+    def _file_opened(self, stats: Any) -> None:
+        result = self._on_file_opened(self, stats)
         if asyncio.iscoroutine(result):
             self._spawn(result)
 
@@ -271,10 +301,27 @@ class StreamRecorder:
                             self.pc.connectionState, waited)
                 self._spawn(self.finish("connection timed out"))
                 return
+            if self.bye_ignored and time.monotonic() - self.writer.last_frame > SILENT_AFTER_BYE_S:
+                log.warning("%s: no media for %.0f s after its %s: ending it", self.plain_id, SILENT_AFTER_BYE_S,
+                            self.bye_ignored)
+                self._spawn(self.finish(f"{self.bye_ignored}, then media stopped"))
+                return
             if self.state == "recording" and self._silent_for() > SILENT_PEER_S:
                 log.warning("%s: no media or messages for %.0f s: ending it", self.plain_id, SILENT_PEER_S)
                 self._spawn(self.finish("peer went silent"))
                 return
+
+    def media_flowing(self) -> bool:
+        """Connected, and a frame arrived within ``MEDIA_FLOWING_S``."""
+        return self.pc.connectionState == "connected" and self.writer.last_frame > self.created \
+            and time.monotonic() - self.writer.last_frame < MEDIA_FLOWING_S
+
+    def ignore_bye(self, reason: str) -> bool:
+        """A signaling bye came while media flows: from now on the stream ends once
+        its media stops for ``SILENT_AFTER_BYE_S``.  True the first time."""
+        first = self.bye_ignored is None
+        self.bye_ignored = self.bye_ignored or reason
+        return first
 
     def _silent_for(self) -> float:
         last = self.writer.last_frame
@@ -296,7 +343,11 @@ class StreamRecorder:
             await self.link.drain()
         for track in [*self.tracks.values(), *self._unwanted]:
             aiortc_adapter.detach(track)
-        stats = self.writer.close()
+        try:
+            stats = await self.writer.aclose()
+        except Exception:  # finalising must go on: the files are closed by the muxers themselves
+            log.exception("%s: finalising the file failed", self.plain_id)
+            stats = self.writer.muxer.stats if self.writer.muxer is not None else None
         try:
             await asyncio.wait_for(self.pc.close(), timeout=3.0)
         except (asyncio.TimeoutError, Exception) as exc:  # a dead peer must not stall shutdown

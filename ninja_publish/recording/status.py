@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import sys
 from typing import Callable
 
@@ -19,6 +20,8 @@ from rich.table import Table
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 10.0
+#: What the summary tells to run to get the editor timeline (``ninja_publish.timeline``).
+TIMELINE_COMMAND = "python -m ninja_publish.timeline"
 COLUMNS = ("stream", "state", "video", "audio", "resolution", "kbit/s", "frames", "size", "time", "file")
 
 
@@ -78,3 +81,6 @@ def print_summary(entries: list[dict], manifest_path: str) -> None:
     console.print(table)
     console.print(f"files in {os.path.dirname(os.path.abspath(manifest_path))}")
     console.print(f"manifest: {manifest_path}")
+    if any(e.get("file") for e in entries):
+        console.print(f"editor timeline: {TIMELINE_COMMAND} {shlex.quote(manifest_path)} (--format fcpxml or xmeml for "
+                      "Final Cut Pro X or Final Cut 7 XML: Premiere, Resolve)", markup=False, highlight=False, soft_wrap=True)

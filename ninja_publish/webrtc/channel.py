@@ -12,7 +12,9 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
+from ninja_publish.protocol import limits
 from ninja_publish.protocol import wire as vp
+from ninja_publish.webrtc.guard import guarded
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,9 @@ class ChannelLink:
         self.last_pong = time.monotonic()
         self.last_received = time.monotonic()
         self._tasks: set[asyncio.Future] = set()
-        channel.on("message", self._handle)
+        self._refusals = limits.Throttle()
+        # aiortc calls this inside its SCTP receive loop: nothing may raise into it
+        channel.on("message", guarded(f"{name}: data-channel message", self._handle))
 
     @property
     def is_open(self) -> bool:
@@ -70,10 +74,16 @@ class ChannelLink:
 
     def _handle(self, data) -> None:
         self.last_received = time.monotonic()
+        if isinstance(data, (str, bytes)) and len(data) > limits.MAX_CHANNEL_MESSAGE_BYTES:
+            if self._refusals.allow("size"):
+                log.warning("%s: refusing a data-channel message of %d bytes (limit %d)", self._name, len(data),
+                            limits.MAX_CHANNEL_MESSAGE_BYTES)
+            return
         try:
             msg = vp.parse_message(data, self._cipher)
         except vp.ProtocolError as exc:
-            log.warning("%s: bad data-channel message: %s", self._name, exc)
+            if self._refusals.allow("bad"):
+                log.warning("%s: bad data-channel message: %s", self._name, exc)
             return
         if "ping" in msg:
             self.send({"pong": msg["ping"]})

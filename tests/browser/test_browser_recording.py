@@ -6,8 +6,8 @@ channel, AES-CBC encrypted signaling) in headless Chromium with a fake camera
 and microphone, driven by ``tests/support/browser_harness.py``.  Every recorded file
 is decoded whole with PyAV: right codec and container, Opus in the same file,
 zero decode errors, at least 90 % of the video frames (and audio packets) the
-browser reports sending for the recorded session, and audio/video starting
-within 50 ms.  Publishers join before and after the recorder, on both server
+browser reports sending for the recorded session (no lip-sync claim: see
+``tests/support/browser_checks.py``).  Publishers join before and after the recorder, on both server
 modes; VP8, VP9, H.264 and AV1; and a mid-stream resolution change.
 """
 

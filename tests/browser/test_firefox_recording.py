@@ -19,8 +19,9 @@ recorder is up (``someonejoined`` / ``videoaddedtoroom``).  Official server
 mode, default password (encrypted signaling).  Every recorded file is decoded
 whole with PyAV: Matroska, Opus in the same file, zero decode errors, first
 video frame a keyframe, at least 90 % of the video frames (and audio packets)
-Firefox reports sending for the recorded session, audio/video starting within
-50 ms, the recorder answering the page's pings.  The recorder's
+Firefox reports sending for the recorded session (no lip-sync claim: Firefox's
+fake devices give a steady tone and colours, no marker), the recorder
+answering the page's pings.  The recorder's
 ``--record-bitrate`` request reaches both pages and Firefox applies it
 (``maxBitrate`` on the video sender).  Firefox must not have tried to reach
 the internet (background requests go to the harness's sink).

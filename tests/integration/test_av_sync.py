@@ -20,11 +20,10 @@ import pytest
 from ninja_publish.publishing import synthetic as media_sources
 from ninja_publish.publishing.pacing import AUDIO_RATE, AUDIO_SAMPLES
 from ninja_publish.publishing.synthetic import MARKER_BEEP_S, ToneTrack, beep_span, is_flash_frame
+from tests.support.lip_sync import MAX_AV_OFFSET_S, assert_lip_sync
 from tests.support.procs import Scene, load_manifest
-from tests.support.sync_markers import beep_onsets, block_luma, find_markers, is_flash, median, mono_samples, pair_offsets
+from tests.support.sync_markers import beep_onsets, block_luma, is_flash, mono_samples
 
-#: Audio minus video, median over the markers: what counts as in sync.
-MAX_AV_OFFSET_S = 0.040
 MIN_MARKERS = 5
 RECORD_SECONDS = 9.0
 
@@ -135,16 +134,6 @@ async def test_recordings_keep_lip_sync(tmp_path):
         assert await recorder.stop() == 0
     entries = {e["stream_id"]: e for e in load_manifest(tmp_path / "rec")["streams"]}
     assert set(entries) == {"alice", "bob"}, entries
-    found = {}
     for stream, codec in (("alice", "vp8"), ("bob", "h264")):
-        markers = find_markers(entries[stream]["file"])
-        found[codec] = (markers, pair_offsets(markers.flashes, markers.beeps))
-    detail = "\n".join(
-        f"{codec}: audio-video offsets (ms) {[round(o * 1000, 1) for o in offsets]}; "
-        f"flashes {[round(t, 3) for t in markers.flashes]}, beeps {[round(t, 3) for t in markers.beeps]}"
-        for codec, (markers, offsets) in found.items()
-    )
-    print(detail)
-    for codec, (_, offsets) in found.items():
-        assert len(offsets) >= MIN_MARKERS, f"{codec}: too few markers\n{detail}"
-        assert abs(median(offsets)) <= MAX_AV_OFFSET_S, f"{codec}: out of sync\n{detail}"
+        offsets = assert_lip_sync(entries[stream]["file"], MIN_MARKERS, MAX_AV_OFFSET_S)
+        print(f"{codec}: audio-video offsets (ms) {[round(o * 1000, 1) for o in offsets]}")

@@ -103,7 +103,7 @@ async def _record_until_full_and_back(tmp_path: Path, rec: Path) -> None:
 
         fill(filler, LEAVE_FREE)
         for stream in ("alice", "bob"):
-            await recorder.wait_for(rf"^finished {stream} -> .*\(disk full\)$", timeout=60)
+            await recorder.wait_for(rf"^finished {stream} -> .*\(write failed: disk full\)$", timeout=60)
         first = {s: opened(recorder, s)[0] for s in ("alice", "bob")}
         # the status row says so, while the disk stays full
         await wait_for_text(recorder.stderr_path, r"stream=alice\s+state=disk full", timeout=15)

@@ -14,8 +14,9 @@ before the recorder and one after.  Every file is decoded whole with PyAV:
 right container (VP8 -> Matroska, H.264 -> MPEG-TS), Opus in the same file,
 zero decode errors, a keyframe first, at least 90 % of the video frames (and
 audio packets) the publisher reports sending while that recorder was
-connected (its ``STATS`` line), and audio/video starting within 50 ms.  The
-recorder is stopped first, so each publisher sees its ``bye`` and reports.
+connected (its ``STATS`` line); no lip-sync claim (no marker in its test
+sources).  The recorder is stopped first, so each publisher sees its ``bye``
+and reports.
 ``--record-bitrate`` must reach the publishers' encoders (``play`` and the
 data channel) and show in the manifest's received bitrate.
 """
@@ -169,7 +170,10 @@ def assert_gst_recording(entry: dict, stats: dict, codec: str) -> dict:
         f"{entry['stream_id']}: {entry['video_frames']} recorded frames decode to {report.video_frames} pictures", summary)
     assert report.audio_codec == "opus", report.audio_codec
     assert report.audio_frames >= MIN_SHARE * stats["audio_packets_sent"], summary
-    assert report.av_offset < 0.050, summary
+    # No lip-sync claim: where audio and video start says nothing (the muxer pads and trims
+    # audio to the video's start), and this publisher's videotestsrc ball and steady
+    # audiotestsrc sine carry no common marker to measure it from content.  Lip sync is
+    # measured with our --test publishers (test_av_sync.py, test_room_recording.py).
     # the recorder answered the publisher's data-channel pings, and its stop ended the session
     assert stats["pings_sent"] > 0 and stats["pongs_received"] >= stats["pings_sent"] - 1, stats
     assert stats["reason"] in ("bye", "data channel closed"), stats

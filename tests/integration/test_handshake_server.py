@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import re
 import signal
+import socket
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -23,9 +26,14 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parents[2]
 
 from ninja_publish.handshake.routers import (  # noqa: E402
+    ALERT_ROOM_FULL,
     ALERT_STREAM_IN_USE,
+    ALERT_TOO_MANY_ROOMS,
+    ALERT_TOO_MANY_STREAMS,
+    Caps,
     Delivery,
     OfficialRouter,
+    RefusalLog,
     RelayRouter,
     TokenBucket,
     parse_message,
@@ -478,3 +486,210 @@ async def test_cli_prints_url_and_exits_cleanly_on_sigint(mode):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# --------------------------------------------------------------------------- caps (issue 10, item 6)
+
+
+async def test_routers_cap_stream_ids_per_socket():
+    official = OfficialRouter(caps=Caps(max_streams_per_socket=3))
+    greedy, other = official.connect(), official.connect()
+    for n in range(3):
+        assert official.handle(greedy, {"request": "seed", "streamID": f"s{n}"}) == []
+    assert official.handle(greedy, {"request": "seed", "streamID": "s3"}) == [
+        Delivery(greedy, {"request": "alert", "message": ALERT_TOO_MANY_STREAMS})
+    ]
+    assert official.handle(greedy, {"request": "seed", "streamID": "s0"}) == []  # its own id again: fine
+    assert official.publisher_of("s3") is None
+    assert official.handle(other, {"request": "seed", "streamID": "s3"}) == []  # others are not affected
+    assert official.publisher_of("s3") == other
+
+    relay = RelayRouter(caps=Caps(max_streams_per_socket=2))
+    greedy, watcher = relay.connect(), relay.connect()
+    for n in range(2):
+        seed = {"request": "seed", "streamID": f"s{n}", "from": "g"}
+        assert relay.handle(greedy, seed) == [Delivery(watcher, seed)]
+    assert relay.handle(greedy, {"request": "joinroom", "roomid": "r", "streamID": "s2", "from": "g"}) == []
+    assert relay.seeder_of("s2") is None
+    relay.disconnect(greedy)
+    assert relay.seeder_of("s0") is None and relay.seeder_of("s1") is None
+
+
+async def test_official_router_caps_rooms_and_members():
+    router = OfficialRouter(caps=Caps(max_rooms=2, max_members_per_room=2))
+    a, b, c, d = (router.connect() for _ in range(4))
+    router.handle(a, {"request": "joinroom", "roomid": "r1"})
+    router.handle(b, {"request": "joinroom", "roomid": "r2"})
+    assert router.handle(c, {"request": "joinroom", "roomid": "r3", "streamID": "c1"}) == [
+        Delivery(c, {"request": "alert", "message": ALERT_TOO_MANY_ROOMS})
+    ]
+    assert router.publisher_of("c1") is None  # a refused joinroom seeds nothing either
+    assert router.handle(b, {"request": "joinroom", "roomid": "r3"})[0].message["request"] == "listing"
+    assert router.rooms() == {"r1": [a], "r3": [b]}  # b's move emptied r2: room count unchanged
+
+    router.handle(c, {"request": "joinroom", "roomid": "r1"})
+    assert router.handle(d, {"request": "joinroom", "roomid": "R1"}) == [
+        Delivery(d, {"request": "alert", "message": ALERT_ROOM_FULL})
+    ]
+    assert router.handle(c, {"request": "joinroom", "roomid": "r1"})[0].message["request"] == "listing"  # rejoin
+    assert router.rooms()["r1"] == [a, c]
+
+
+async def test_refusal_log_is_one_line_per_socket_and_kind_per_interval(caplog):
+    now = [0.0]
+    refusals = RefusalLog(interval=5.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="ninja_publish.handshake.routers"):
+        for _ in range(50):
+            refusals.refuse("c1", "seed", "too many")
+        refusals.refuse("c2", "seed", "too many")
+        now[0] = 5.0
+        refusals.refuse("c1", "seed", "too many")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "refused seed from c1: too many",
+        "refused seed from c2: too many",
+        "refused seed from c1: too many (and 49 more since the last line)",
+    ]
+
+
+async def test_stream_id_cap_over_sockets_logs_one_line(open_client, caplog):
+    async with HandshakeServer(port=0, max_streams_per_socket=16) as server:
+        greedy, other = await open_client(server), await open_client(server)
+        with caplog.at_level(logging.WARNING, logger="ninja_publish.handshake.routers"):
+            for n in range(40):
+                await send(greedy, {"request": "seed", "streamID": f"id{n}"})
+            for _ in range(40 - 16):
+                assert await recv(greedy) == {"request": "alert", "message": ALERT_TOO_MANY_STREAMS}
+        assert [server.router.publisher_of(f"id{n}") is not None for n in range(40)] == [True] * 16 + [False] * 24
+        refusals = [r for r in caplog.records if "refused seed" in r.getMessage()]
+        assert len(refusals) == 1, [r.getMessage() for r in refusals]
+
+        await send(other, {"request": "seed", "streamID": "id20"})  # free for others
+        viewer = await open_client(server)
+        await send(viewer, {"request": "play", "streamID": "id20"})
+        assert (await recv(other))["request"] == "offerSDP"
+
+
+async def test_room_caps_over_sockets(open_client):
+    async with HandshakeServer(port=0, max_rooms=1, max_members_per_room=2) as server:
+        a, b, a_uuid, b_uuid = await pair_in_room(open_client, server)
+        third = await open_client(server)
+        await send(third, {"request": "joinroom", "roomid": "room1"})
+        assert await recv(third) == {"request": "alert", "message": ALERT_ROOM_FULL}
+        await send(third, {"request": "joinroom", "roomid": "elsewhere"})
+        assert await recv(third) == {"request": "alert", "message": ALERT_TOO_MANY_ROOMS}
+        # The members were told nothing: their next frame is this one.
+        await send(b, {"UUID": a_uuid, "marker": 1})
+        assert await recv(a) == {"UUID": b_uuid, "marker": 1}
+
+        await a.close()
+        assert await recv(b) == {"request": "bye", "UUID": a_uuid}
+        assert len(await join(third, "room1")) == 1  # a seat is free again
+
+
+async def _never_reading_client(server: HandshakeServer, stack: AsyncExitStack) -> ClientConnection:
+    """A client socket with a tiny receive buffer whose messages are never read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    # no permessage-deflate: the messages' bytes, not their compressed size, must pile up
+    return await stack.enter_async_context(connect(server.url, sock=sock, max_queue=1, compression=None))
+
+
+@pytest.mark.parametrize("cap", ["bytes", "messages"])
+async def test_socket_that_never_reads_is_closed_and_others_get_everything(cap, caplog):
+    if cap == "bytes":
+        limits, blob = {"max_outbox_bytes": 256 * 1024}, os.urandom(8 * 1024).hex()
+    else:
+        limits, blob = {"max_outbox_messages": 50}, os.urandom(2048).hex()
+    async with AsyncExitStack() as stack:
+        server = await stack.enter_async_context(
+            HandshakeServer(port=0, rate_limit=1e6, rate_burst=1_000_000, **limits))
+        slow = await _never_reading_client(server, stack)
+        fast = await stack.enter_async_context(connect(server.url))
+        sender = await stack.enter_async_context(connect(server.url))
+        await join(fast, "flood")
+        await send(slow, {"request": "joinroom", "roomid": "flood"})  # its listing stays unread
+        slow_uuid = (await recv(fast))["UUID"]  # someonejoined
+        fast_uuid = next(m["UUID"] for m in await join(sender, "flood") if m["UUID"] != slow_uuid)
+        await recv(fast)  # someonejoined (sender)
+
+        received: list[int] = []
+        slow_gone, progress = asyncio.Event(), asyncio.Event()
+
+        async def read_fast() -> None:
+            while True:
+                message = await recv(fast)
+                progress.set()
+                if message == {"request": "bye", "UUID": slow_uuid}:
+                    slow_gone.set()
+                elif "n" in message:
+                    received.append(message["n"])
+                    if message.get("last"):
+                        return
+
+        async def fast_caught_up(window: int) -> None:
+            while len(received) < sent - window and not reader.done():
+                progress.clear()
+                await progress.wait()
+
+        reader = asyncio.ensure_future(read_fast())
+        with caplog.at_level(logging.WARNING, logger="ninja_publish.handshake.server"):
+            sent = 0
+            while not slow_gone.is_set() and sent < 4000:  # far more than the kernel buffers hold
+                await send(sender, {"UUID": slow_uuid, "n": sent, "blob": blob})
+                await send(sender, {"UUID": fast_uuid, "n": sent, "blob": blob})
+                sent += 1
+                # The fast client reads as fast as it is sent to; the slow one never reads.
+                await asyncio.wait_for(fast_caught_up(window=4), TIMEOUT)
+            await asyncio.wait_for(slow_gone.wait(), TIMEOUT)
+            await send(sender, {"UUID": fast_uuid, "n": sent, "last": True})
+            await asyncio.wait_for(reader, 20)
+        assert received == list(range(sent + 1))  # nothing lost, nothing reordered for the reader
+        assert server.client_count == 2
+
+        async def read_until_closed() -> None:  # what the kernel held for it, then the end
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await slow.recv()
+
+        await asyncio.wait_for(read_until_closed(), TIMEOUT)
+        warnings = [r.getMessage() for r in caplog.records if "not reading" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+
+
+async def test_cli_caps_flags_apply():
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ninja_publish.handshake", "--port", "0", "--max-members-per-room", "1",
+        "--max-streams-per-socket", "1", "--max-outbox-messages", "10", "--max-outbox-bytes", "100000",
+        "--max-rooms", "5", "--max-clients", "10",
+        cwd=str(ROOT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+        url = re.search(r"ws://\S+", line).group(0)
+        async with connect(url) as a, connect(url) as b:
+            assert await join(a, "solo", "s1") == []
+            await send(a, {"request": "seed", "streamID": "s2"})
+            assert await recv(a) == {"request": "alert", "message": ALERT_TOO_MANY_STREAMS}
+            await send(b, {"request": "joinroom", "roomid": "solo"})
+            assert await recv(b) == {"request": "alert", "message": ALERT_ROOM_FULL}
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
+        stderr = (await proc.stderr.read()).decode()
+        assert "--max-members-per-room 1" in stderr and "--max-streams-per-socket 1" in stderr, stderr
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_cli_rejects_bad_caps_and_half_tls():
+    for extra in (["--max-rooms", "0"], ["--tls-cert", "cert.pem"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "handshake_server.py"), "--port", "0", *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 2, stderr

@@ -164,6 +164,58 @@ def test_hook_shutdown(spy):
     assert len(spy.calls["shutdown"]) == 1
 
 
+class UploadSpy:
+    """Records upload_done / upload_failed."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list] = {}
+
+    @hookimpl
+    def upload_done(self, client, recording, url):
+        self.calls.setdefault("upload_done", []).append({"recording": recording, "url": url})
+
+    @hookimpl
+    def upload_failed(self, client, recording, error):
+        self.calls.setdefault("upload_failed", []).append({"recording": recording, "error": error})
+
+
+async def _upload_hooks(tmp_path: Path, *upload_flags: str) -> tuple[UploadSpy, dict]:
+    """The real upload plugin handed one finished part through recording_finalised,
+    as room recording hands it, then shut down (the uploads are drained there)."""
+    spy = UploadSpy()
+    pm = make_plugin_manager(autoload=False, extra=[spy])
+    args = parse_args(build_parser(pm), ["--server", "ws://127.0.0.1:9", "--room", "up", "--record-room",
+                                         "--no-status", "--record-dir", str(tmp_path / "rec"), *upload_flags])
+    client = WebRTCClient(args, pm)
+    await plugins.call_hook(pm, "configure", raise_errors=True, args=args, client=client)
+    part = tmp_path / "rec" / "up_alice_1.mkv"
+    part.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40)
+    entry = {"stream_id": "alice", "part": 1, "file": str(part), "bytes": part.stat().st_size}
+    await plugins.call_hook(pm, "recording_finalised", client=client, recording=entry)
+    await plugins.call_hook(pm, "shutdown", client=client)
+    return spy, entry
+
+
+async def test_hook_upload_done(tmp_path):
+    spy, entry = await _upload_hooks(tmp_path, "--upload", f"file://{tmp_path}/bucket")
+    (call,) = [c for c in spy.calls["upload_done"] if not c["recording"].get("manifest")]
+    assert call["url"] == f"file://{tmp_path}/bucket/up_alice_1.mkv"
+    assert call["recording"]["stream_id"] == "alice" and call["recording"]["upload"]["bytes"] == entry["bytes"]
+    assert (tmp_path / "bucket" / "up_alice_1.mkv").read_bytes() == Path(entry["file"]).read_bytes()
+
+
+async def test_hook_upload_failed(tmp_path, monkeypatch):
+    from tests.support.delivery_servers import AWS_ENV, free_port
+
+    for name, value in AWS_ENV.items():  # credentials given: nothing is looked up off this machine
+        monkeypatch.setenv(name, value)
+    spy, entry = await _upload_hooks(tmp_path, "--upload", "s3://bucket/x", "--upload-retries", "1",
+                                     "--upload-endpoint", f"http://127.0.0.1:{free_port()}")
+    failed = {c["recording"]["file"]: c["error"] for c in spy.calls["upload_failed"]}
+    assert entry["file"] in failed and "(after 1 attempt)" in failed[entry["file"]]
+    assert "upload_done" not in spy.calls and Path(entry["file"]).exists()
+
+
 async def test_dispatch_message_first_result_contract():
     """None passes a message on; True or an awaitable consumes it (the client awaits
     the awaitable) and hides it from later plugins."""

@@ -2,7 +2,8 @@
 
 A manifest entry's file decodes cleanly with the right codec and container,
 Opus in the same file, and at least ``MIN_SHARE`` of what the browser reports
-sending; ``stop_all`` stops publishers and the recorder in the order that
+sending (no lip-sync claim: the browsers' fake devices have no common
+marker); ``stop_all`` stops publishers and the recorder in the order that
 gets every browser's final stats.
 """
 
@@ -54,7 +55,13 @@ def assert_browser_recording(entry: dict, stats: dict, codec: str):
     assert entry["video_frames"] >= MIN_SHARE * sent, summary
     assert report.audio_codec == "opus", report.audio_codec
     assert report.audio_frames >= MIN_SHARE * stats["audio"]["packetsSent"], summary
-    assert report.av_offset < 0.050, summary
+    # No lip-sync claim here: where audio and video start says nothing (the muxer pads and
+    # trims audio to the video's start), and Chromium's fake devices carry no common marker
+    # to measure it from content (checked on Chromium 156: the microphone beeps every 500 ms
+    # from the audio stream's start, the camera's pacman turns every 600 ms from capture
+    # start, in other processes: unrelated phases); Firefox's are a steady tone and colours.
+    # Lip sync is measured from content with our --test publishers (tests/integration/
+    # test_av_sync.py, test_room_recording.py).
     assert stats["pings"] > 0 and stats["pongs"] >= stats["pings"] - 1, stats  # the recorder answers pings
     return report
 

@@ -286,6 +286,13 @@ class BrowserPublisher(_TestPage):
         await self._poll_stats(lambda st: all(s["video"] and s["video"]["framesSent"] >= frames for s in st),
                                timeout, f"{frames} video frames sent")
 
+    async def wait_audio_packets_more(self, packets: int, timeout: float = 30.0) -> None:
+        """Every viewer with media gets ``packets`` more audio packets from now on."""
+        now = [s["audio"]["packetsSent"] for s in await self.stats() if s["media"] and s["audio"]]
+        target = min(now, default=0) + packets
+        await self._poll_stats(lambda st: all(s["audio"] and s["audio"]["packetsSent"] >= target for s in st),
+                               timeout, f"{target} audio packets sent")
+
     async def wait_frames_more(self, frames: int, timeout: float = 30.0) -> None:
         """Every viewer with media gets ``frames`` more video frames from now on."""
         now = [s["video"]["framesSent"] for s in await self.stats() if s["media"] and s["video"]]

@@ -5,19 +5,26 @@ frames from a real receiver while an ordinary receiver in the same process
 still decodes; a sending transceiver never offers the receive-only codecs;
 install/uninstall are idempotent and restore stock aiortc; a missing aiortc
 attribute fails loudly; the installed aiortc is the release the adapter was
-written for.
+written for.  What the adapter relies on in aiortc is checked by what
+happens, not by reading aiortc's source: the receiver starts the
+module-level ``decoder_worker`` with the track's queue, every sender report
+on the wire reaches the observer as sent (a failing observer is contained),
+and a keyframe request reaches the sender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import av
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
+from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack, rtcrtpreceiver
 
 from ninja_publish import aiortc_adapter
 from ninja_publish.aiortc_adapter.patching import AdapterError, Patch
+from tests.support.loopback import FrameCollector, PacketTrack, WireTap, connect
+from tests.support.media_helpers import encode_video
 
 
 class _Sink:
@@ -123,3 +130,100 @@ async def test_frame_tap_and_stock_decoding_coexist():
         for sender, receiver in pairs:
             await sender.close()
             await receiver.close()
+
+
+# ------------------------------------------------------------------ what the adapter relies on, by behaviour
+
+
+def _receiver_of(pc, track):
+    return next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+
+
+async def test_receiver_starts_the_module_level_decoder_worker_with_its_queues(monkeypatch):
+    """The frame tap's premise: aiortc's receiver starts its thread with the
+    module-level ``aiortc.rtcrtpreceiver.decoder_worker(loop, input_q, output_q, ...)``
+    (looked up when receiving starts), ``output_q`` being the track's queue."""
+    aiortc_adapter.install()
+    calls = []
+    current = rtcrtpreceiver.decoder_worker
+
+    def observed(loop, input_q, output_q, *rest):
+        calls.append((loop, input_q, output_q))
+        return current(loop, input_q, output_q, *rest)
+
+    monkeypatch.setattr(rtcrtpreceiver, "decoder_worker", observed)
+    tracks = asyncio.get_running_loop().create_future()
+    sender, receiver = await _pair(lambda pc, track: tracks.set_result(track))
+    try:
+        track = await asyncio.wait_for(tracks, 20)
+        frame = await asyncio.wait_for(track.recv(), 20)  # stock decoding through the observed worker
+        assert isinstance(frame, av.VideoFrame)
+        ((loop, input_q, output_q),) = calls
+        assert loop is asyncio.get_running_loop()
+        assert output_q is track._queue, "decoder_worker no longer gets the track's queue"
+        assert callable(input_q.get)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_sender_reports_reach_the_observer_and_a_failing_observer_is_contained():
+    """Each RTCP sender report the sender puts on the wire reaches ``on_sender_report``
+    (NTP time in seconds, RTP timestamp, SSRC: as sent); an observer that raises
+    is logged and frames keep coming."""
+    aiortc_adapter.install()
+    sink = FrameCollector(raise_on_report=True)
+    cfg = RTCConfiguration(iceServers=[])
+    sender, receiver = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
+    try:
+        tap = WireTap(sender.addTrack(PacketTrack([p.data for p in encode_video("vp8", 30, fps=30, gop=30)])))
+        receiver.on("track", lambda track: aiortc_adapter.attach(_receiver_of(receiver, track), track, sink))
+        await connect(sender, receiver)
+        await sink.wait(lambda: len(sink.reports) >= 2, 20, "2 sender reports")
+        frames_then = len(sink.frames)
+        await sink.wait(lambda: len(sink.frames) >= frames_then + 10, 20, "frames after a failing observer")
+    finally:
+        await sender.close()
+        await receiver.close()
+    on_wire = [((sr.sender_info.ntp_timestamp >> 32) + (sr.sender_info.ntp_timestamp & 0xFFFFFFFF) / 2**32,
+                sr.sender_info.rtp_timestamp, sr.ssrc) for sr in tap.sender_reports]
+    assert sink.reports[0] in on_wire, (sink.reports, on_wire)
+    first = on_wire.index(sink.reports[0])  # (a report sent before the receiver started would be missed)
+    assert sink.reports == on_wire[first:first + len(sink.reports)]
+    ntp_unix = sink.reports[0][0] - 2_208_988_800  # NTP era 0 starts in 1900
+    assert abs(ntp_unix - time.time()) < 60, "NTP seconds, not a fraction or raw 64-bit value"
+    assert {ssrc for _, _, ssrc in sink.reports} == {tap.media_ssrc}
+    # the report's RTP timestamp is on the frames' clock (raw timestamps, 90 kHz)
+    first_ts = sink.frames[0][2]
+    assert all(0 <= (rtp - first_ts) % 2**32 < 90000 * 30 for _, rtp, _ in sink.reports)
+
+
+async def test_keyframe_request_reaches_the_sender():
+    """``ReceiverControl.request_keyframe`` sends a PLI that reaches aiortc's sender
+    (its keyframe request is seen), and a keyframe follows."""
+    aiortc_adapter.install()
+    sink = FrameCollector()
+    controls = []
+    sender, receiver = await _pair(
+        lambda pc, track: controls.append(aiortc_adapter.attach(_receiver_of(pc, track), track, sink)))
+    rtp_sender = sender.getSenders()[0]
+    requests = []
+    honour = rtp_sender._send_keyframe
+
+    def send_keyframe():  # test-only observation of an aiortc internal: the sender's PLI handling
+        requests.append(len(sink.frames))
+        honour()
+
+    rtp_sender._send_keyframe = send_keyframe
+    try:
+        await sink.wait(lambda: len(sink.frames) >= 10, 20, "10 frames")
+        (control,) = controls
+        assert control.media_ssrc() == sink.frames[0][3]
+        asked_at, before = len(sink.frames), len(requests)
+        assert await control.request_keyframe() is True
+        await sink.wait(lambda: len(requests) > before, 20, "PLI at the sender")
+        await sink.wait(lambda: any(data[0] & 1 == 0 for _, data, _, _ in sink.frames[asked_at:]), 20,
+                        "a keyframe after the PLI")
+    finally:
+        await sender.close()
+        await receiver.close()

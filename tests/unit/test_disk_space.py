@@ -5,7 +5,7 @@ off at 0; a ``FrameWriter`` below the threshold opens no file, says so once
 (log, ``error``, status row) and opens a new one when space returns.  A
 write that fails (a file-size limit: FFmpeg's output fails as on a full disk)
 closes that stream's part so it decodes, is logged once, reported to
-``on_part_failed``, leaves other streams alone, and a new part follows.  A
+``on_part_ended``, leaves other streams alone, and a new part follows.  A
 manifest that cannot be written is logged once and never stops the
 ``recording_finalised`` hooks.  (A really full disk: tests/integration/test_disk_full.py.)
 """
@@ -74,7 +74,8 @@ def test_min_free_guard_opens_no_part_says_so_once_and_opens_one_when_space_retu
     caplog.set_level(logging.INFO)
     space = FakeSpace(free=100_000_000, min_free=500_000_000)
     opened: list[str] = []
-    writer = FrameWriter(str(tmp_path / "r_alice_1"), lambda: None, opened.append, space=space)
+    writer = FrameWriter(str(tmp_path / "r_alice_1"), lambda: None, lambda stats: opened.append(stats.path),
+                         space=space, inline=True)
     writer.expect("audio")
     feed_audio(writer, 0, 100)
     assert writer.muxer is None and writer.error == "low disk space"
@@ -163,9 +164,9 @@ def test_a_failed_part_is_closed_decodable_reported_once_and_other_streams_go_on
     space = FakeSpace(free=10**9, min_free=0)
     failed: list = []
     names = iter(["r_alice_2", "r_alice_3"])
-    alice = FrameWriter(str(tmp_path / "r_alice_1"), lambda: None, lambda path: None, space=space,
-                        on_part_failed=failed.append, next_path=lambda: str(tmp_path / next(names)))
-    bob = FrameWriter(str(tmp_path / "r_bob_1"), lambda: None, lambda path: None, space=space)
+    alice = FrameWriter(str(tmp_path / "r_alice_1"), lambda: None, lambda stats: None, space=space,
+                        on_part_ended=failed.append, next_path=lambda: str(tmp_path / next(names)), inline=True)
+    bob = FrameWriter(str(tmp_path / "r_bob_1"), lambda: None, lambda stats: None, space=space, inline=True)
     for writer, count in ((alice, 300), (bob, 10)):
         writer.expect("audio")
         feed_audio(writer, 0, count)

@@ -1,14 +1,18 @@
 """Receive-only VP9/AV1 in aiortc (ninja_publish.aiortc_adapter.receive_codecs).
 
-The patched depayload (only ``ValueError`` on garbage; VP8/H.264 still
-aiortc's), negotiation (profile-aware matching, Chromium's payload types,
-send-capable transceivers never offered VP9/AV1), registration and its undo,
-and a real ``RTCRtpReceiver`` with RTX.
+The patched depayload (a hypothesis property: only ``ValueError`` on any
+payload; VP8/H.264 still aiortc's), negotiation (profile-aware matching,
+Chromium's payload types, send-capable transceivers never offered VP9/AV1),
+registration and its undo (order-independent, checked by aiortc's
+behaviour), and the recorder's receive path: aiortc's ``RTCRtpReceiver`` with
+NACK/RTX over a real loopback connection that loses packets, and VP9 with RTX,
+both delivered by the frame tap (``aiortc_adapter.attach``) byte for byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import aiortc
 import aiortc.codecs
@@ -17,6 +21,8 @@ import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import av
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
@@ -28,8 +34,11 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
 from tests.support import rtp_media
+from ninja_publish import aiortc_adapter
 from ninja_publish.codecs import assemble_frame, is_keyframe
 from ninja_publish.aiortc_adapter import receive_codecs
+from tests.support.loopback import FrameCollector, PacketTrack, WireTap, connect
+from tests.support.media_helpers import encode_video
 from tests.support.rtp_media import NFRAMES, codec_params, registered_receive_codecs, vp9_packetize
 
 # aiortc's original functions, captured before registration.
@@ -52,29 +61,49 @@ def vp9_frames():
 # ---------------------------------------------------------------------------
 
 
-def test_fuzz_only_value_error():
-    import random
+@functools.cache
+def _real_payload_heads() -> list[bytes]:
+    """The first 64 bytes of real VP9 and AV1 RTP payloads: seeds for mutated input."""
+    heads = []
+    for i, (frame, key) in enumerate(rtp_media.vp9_frames()[:2]):
+        for flexible in (False, True):
+            heads += [p[:64] for p, _ in vp9_packetize(frame, keyframe=key, picture_id=i, flexible=flexible)[:2]]
+    for frame, _ in rtp_media.av1_frames()[:2]:
+        for use_w in (False, True):
+            heads += [p[:64] for p, _ in rtp_media.av1_packetize(frame, use_w=use_w)[:2]]
+    return heads
 
-    rng = random.Random(1234)
-    vp9 = codec_params("video/VP9")
-    av1 = codec_params("video/AV1")
-    vp8 = codec_params("video/VP8")
-    h264 = codec_params("video/H264")
-    for _ in range(3000):
-        payload = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 24)))
-        records = []
-        for codec in (vp9, av1, vp8, h264):
-            try:
-                records.append(aiortc.rtcrtpreceiver.depayload(codec, payload))
-            except ValueError:
-                pass
-        assemble_frame("vp9", payload)
-        assemble_frame("av1", payload)
-        for r in records:
-            assemble_frame("vp9", r)
-            assemble_frame("av1", r)
-        for name in ("vp8", "vp9", "av1", "h264"):
-            is_keyframe(name, payload)
+
+@st.composite
+def _payloads(draw) -> bytes:
+    """Random bytes, or a real VP9/AV1 payload head with a few bytes changed and cut short."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=48))
+    data = bytearray(draw(st.sampled_from(_real_payload_heads())))
+    for pos, value in draw(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), max_size=4)):
+        data[pos] = value
+    return bytes(data[:draw(st.integers(0, len(data)))])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(payload=_payloads())
+def test_fuzz_only_value_error(payload):
+    """Any payload: the depayloaders raise nothing but ``ValueError`` and return bytes;
+    frame assembly and keyframe detection of the payload and of each depayloaded
+    record never raise."""
+    records = []
+    for mime in ("video/VP9", "video/AV1", "video/VP8", "video/H264"):
+        try:
+            record = aiortc.rtcrtpreceiver.depayload(codec_params(mime), payload)
+        except ValueError:
+            continue
+        assert isinstance(record, bytes), (mime, record)
+        records.append(record)
+    for data in (payload, *records):
+        for name in ("vp9", "av1"):
+            assert isinstance(assemble_frame(name, data), bytes)
+    for name in ("vp8", "vp9", "av1", "h264"):
+        assert isinstance(is_keyframe(name, payload), bool)
 
 
 # ---------------------------------------------------------------------------
@@ -373,9 +402,61 @@ def test_registration_is_idempotent_and_payload_types_unique():
         assert len(rtx) == 1 and rtx[0].payloadType == pt + 1
 
 
-def test_receiver_end_to_end_with_rtx(vp9_frames, monkeypatch):
+# ---------------------------------------------------------------------------
+# the recorder's receive path: aiortc's receiver, RTX, the frame tap
+# ---------------------------------------------------------------------------
+
+
+def _lossy(index: int) -> bool:
+    """Drop every 7th media packet from the 6th on (the first ones let NACK see a gap)."""
+    return index >= 5 and index % 7 == 5
+
+
+async def test_receiver_end_to_end_with_rtx():
+    """As the recorder does it, over a real loopback connection that loses packets:
+    aiortc's receiver asks for the lost ones (NACK), the sender resends them over
+    RTX, and the frame tap (``aiortc_adapter.attach``) hands over every frame
+    byte for byte as sent, with the sender's own RTP timestamps and SSRC."""
+    aiortc_adapter.install()
+    sent = [p.data for p in encode_video("vp8", 30, fps=30, gop=30)]
+    sink = FrameCollector()
+    cfg = RTCConfiguration(iceServers=[])
+    sender, receiver = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
+    try:
+        rtp_sender = sender.addTrack(PacketTrack(sent))
+        tap = WireTap(rtp_sender, drop=_lossy)
+
+        @receiver.on("track")
+        def on_track(track):
+            rtp_receiver = next(t.receiver for t in receiver.getTransceivers() if t.receiver.track is track)
+            aiortc_adapter.attach(rtp_receiver, track, sink)
+
+        await connect(sender, receiver)
+        # a frame leaves the jitter buffer when the next one starts: one more than sent
+        await sink.wait(lambda: len(sink.frames) > len(sent), 30, f"{len(sent) + 1} frames")
+    finally:
+        await sender.close()
+        await receiver.close()
+    got = [data for _, data, _, _ in sink.frames]
+    assert all(codec == "vp8" for codec, _, _, _ in sink.frames)
+    assert got[:len(sent)] == sent, "frames differ from what was sent"
+    assert got == [sent[i % len(sent)] for i in range(len(got))], "a later frame differs"
+    timestamps = [ts for _, _, ts, _ in sink.frames]
+    assert set(timestamps) <= tap.timestamps(), "raw RTP timestamps as sent"
+    assert len(set(timestamps)) == len(timestamps)
+    assert {ssrc for _, _, _, ssrc in sink.frames} - {None} == {tap.media_ssrc}
+    # The tap learns a timestamp's SSRC from media packets, not RTX: a frame whose
+    # every packet came only as RTX has no SSRC (None: "unknown" to the timeline).
+    only_rtx = {ts for _, _, ts, ssrc in sink.frames if ssrc is None}
+    assert not only_rtx & {p.timestamp for p in tap.media}, "SSRC unknown although a media packet carried it"
+    repaired = [seq for seq, ts in tap.dropped if ts in set(timestamps)]
+    assert len(repaired) >= 5, tap.dropped  # the loss really hit the frames compared
+    assert set(repaired) <= set(tap.retransmitted), (repaired, tap.retransmitted)
+
+
+async def test_vp9_with_rtx_through_the_frame_tap(vp9_frames):
     """Negotiated VP9 through aiortc's real RTCRtpReceiver (RTX, jitter buffer,
-    decoder thread) with a passthrough decoder, as the recorder does."""
+    decoder thread) to the frame tap's sink: every frame assembled as encoded."""
     from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
     from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
     from aiortc.rtcrtpparameters import (
@@ -385,96 +466,106 @@ def test_receiver_end_to_end_with_rtx(vp9_frames, monkeypatch):
     )
     from aiortc.rtp import wrap_rtx
 
-    class Passthrough:
-        def decode(self, jf):
-            return [jf]
-
-    monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", lambda codec: Passthrough())
-
-    async def run():
-        _, codecs, _ = await _answer(chrome_offer(["VP9-0", "VP8"]))
-        vp9, rtx = codecs[0], codecs[1]
-        assert vp9.name == "VP9" and rtx.parameters["apt"] == vp9.payloadType
-        transport = RTCDtlsTransport(
-            RTCIceTransport(RTCIceGatherer()), [RTCCertificate.generateCertificate()]
+    aiortc_adapter.install()
+    _, codecs, _ = await _answer(chrome_offer(["VP9-0", "VP8"]))
+    vp9, rtx = codecs[0], codecs[1]
+    assert vp9.name == "VP9" and rtx.parameters["apt"] == vp9.payloadType
+    transport = RTCDtlsTransport(RTCIceTransport(RTCIceGatherer()), [RTCCertificate.generateCertificate()])
+    receiver = aiortc.RTCRtpReceiver("video", transport)
+    receiver._track = aiortc.rtcrtpreceiver.RemoteStreamTrack(kind="video")
+    sink = FrameCollector()
+    aiortc_adapter.attach(receiver, receiver.track, sink)
+    await receiver.receive(
+        RTCRtpReceiveParameters(
+            codecs=codecs,
+            encodings=[RTCRtpDecodingParameters(ssrc=1001, payloadType=vp9.payloadType,
+                                                rtx=RTCRtpRtxParameters(ssrc=1002))],
         )
-        receiver = aiortc.RTCRtpReceiver("video", transport)
-        receiver._track = aiortc.rtcrtpreceiver.RemoteStreamTrack(kind="video")
-        await receiver.receive(
-            RTCRtpReceiveParameters(
-                codecs=codecs,
-                encodings=[
-                    RTCRtpDecodingParameters(
-                        ssrc=1001,
-                        payloadType=vp9.payloadType,
-                        rtx=RTCRtpRtxParameters(ssrc=1002),
-                    )
-                ],
-            )
-        )
+    )
+    try:
         seq, rtx_seq = 100, 7
         for i, (frame, key) in enumerate(vp9_frames + [vp9_frames[0]]):
-            for j, (payload, marker) in enumerate(
-                vp9_packetize(frame, keyframe=key, picture_id=i, flexible=False)
-            ):
-                packet = RtpPacket(
-                    payload_type=vp9.payloadType,
-                    marker=int(marker),
-                    sequence_number=seq,
-                    timestamp=i * 3000,
-                    ssrc=1001,
-                    payload=payload,
-                )
+            for j, (payload, marker) in enumerate(vp9_packetize(frame, keyframe=key, picture_id=i, flexible=False)):
+                packet = RtpPacket(payload_type=vp9.payloadType, marker=int(marker), sequence_number=seq,
+                                   timestamp=5000 + i * 3000, ssrc=1001, payload=payload)
                 if j == 1:  # deliver the second packet of every frame as RTX
                     packet = wrap_rtx(packet, rtx.payloadType, rtx_seq, 1002)
                     rtx_seq += 1
                 await receiver._handle_rtp_packet(packet, arrival_time_ms=i * 33)
                 seq += 1
-        got = []
-        for _ in range(NFRAMES):
-            jf = await asyncio.wait_for(receiver.track.recv(), 5)
-            got.append(assemble_frame(vp9.name, jf.data))
-        await receiver.stop()
-        return got
-
-    got = asyncio.run(run())
-    assert got == [f for f, _ in vp9_frames]
-
-
-def test_unregister_restores_stock_aiortc():
-    """Runs last: unregister restores aiortc, register works again afterwards."""
-    patched_video = list(aiortc.codecs.CODECS["video"])
-    pc_class = aiortc.rtcpeerconnection.RTCPeerConnection
-    receive_codecs.unregister_receive_codecs()
-    try:
-        assert not any(
-            c.mimeType in ("video/VP9", "video/AV1") for c in aiortc.codecs.CODECS["video"]
-        )
-        assert len(aiortc.codecs.CODECS["video"]) == len(patched_video) - 6
-        assert aiortc.rtcrtpreceiver.depayload is ORIGINAL_DEPAYLOAD
-        assert "_codecs" not in aiortc.RTCRtpTransceiver.__dict__
-        for name in ("setRemoteDescription", "createOffer"):
-            assert not hasattr(pc_class.__dict__[name], "_rtp_codecs_wrapper")
-        for module, name in [
-            (aiortc.rtcpeerconnection, "is_codec_compatible"),
-            (aiortc.rtcpeerconnection, "find_common_codecs"),
-            (aiortc.rtcrtpsender, "get_encoder"),
-            (aiortc.rtcrtpsender, "get_capabilities"),
-        ]:
-            assert not hasattr(getattr(module, name), "_rtp_codecs_wrapper")
-
-        async def offer():
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            try:
-                pc.addTransceiver("video", direction="recvonly")
-                return (await pc.createOffer()).sdp
-            finally:
-                await pc.close()
-
-        assert "VP9" not in asyncio.run(offer())
+        await sink.wait(lambda: len(sink.frames) >= NFRAMES, 10, f"{NFRAMES} frames")
     finally:
-        receive_codecs.register_receive_codecs()
+        await receiver.stop()
+    assert [data for _, data, _, _ in sink.frames] == [f for f, _ in vp9_frames]
+    assert [ts for _, _, ts, _ in sink.frames] == [5000 + i * 3000 for i in range(NFRAMES)]
+    assert {(codec, ssrc) for codec, _, _, ssrc in sink.frames} == {("vp9", 1001)}
+
+
+# ---------------------------------------------------------------------------
+# registration and its undo
+# ---------------------------------------------------------------------------
+
+RECEIVE_ONLY = ("video/VP9", "video/AV1")
+
+
+async def _recvonly_offer_codecs() -> list[str]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        return [c.name for c in SessionDescription.parse((await pc.createOffer()).sdp).media[0].rtp.codecs]
+    finally:
+        await pc.close()
+
+
+async def _assert_patched(table: list) -> None:
+    """VP9/AV1 registered: offered, answered, table as ``table``."""
     assert aiortc.rtcrtpreceiver.depayload is receive_codecs.depayload
-    assert [(c.mimeType, c.payloadType) for c in aiortc.codecs.CODECS["video"]] == [
-        (c.mimeType, c.payloadType) for c in patched_video
+    assert [(c.mimeType, c.payloadType) for c in aiortc.codecs.CODECS["video"]] == table
+    assert {"VP9", "AV1"} <= set(await _recvonly_offer_codecs())
+    answer, _, _ = await _answer(chrome_offer(["VP9-0", "VP8"]))
+    assert answer.media[0].rtp.codecs[0].name == "VP9"
+
+
+async def _assert_stock(table: list) -> None:
+    """Stock aiortc: no VP9/AV1 anywhere, aiortc's own functions back in place."""
+    assert aiortc.rtcrtpreceiver.depayload is ORIGINAL_DEPAYLOAD
+    assert "_codecs" not in aiortc.RTCRtpTransceiver.__dict__
+    pc_class = aiortc.rtcpeerconnection.RTCPeerConnection
+    for owner, name in [(pc_class, "setRemoteDescription"), (pc_class, "createOffer"),
+                        (aiortc.rtcpeerconnection, "is_codec_compatible"),
+                        (aiortc.rtcpeerconnection, "find_common_codecs"),
+                        (aiortc.rtcrtpsender, "get_encoder"), (aiortc.rtcrtpsender, "get_capabilities")]:
+        assert not hasattr(getattr(owner, name), "_rtp_codecs_wrapper"), f"{name} still wrapped"
+    receive_only_pts = {pt for mime, pt in table if mime in RECEIVE_ONLY}
+    stock = [(c.mimeType, c.payloadType) for c in aiortc.codecs.CODECS["video"]]
+    assert stock == [
+        (mime, pt) for mime, pt in table
+        if mime not in RECEIVE_ONLY and not (mime == "video/rtx" and pt - 1 in receive_only_pts)
     ]
+    assert not {"VP9", "AV1"} & set(await _recvonly_offer_codecs())
+    for kind_caps in (aiortc.RTCRtpReceiver.getCapabilities("video"), aiortc.RTCRtpSender.getCapabilities("video")):
+        assert not {c.mimeType for c in kind_caps.codecs} & set(RECEIVE_ONLY)
+    answer, _, _ = await _answer(chrome_offer(["VP9-0", "AV1", "VP8"]))
+    assert [c.name for c in answer.media[0].rtp.codecs] == ["VP8", "rtx"]  # stock aiortc knows no VP9/AV1
+    # aiortc's own encoder lookup again: no "receive-only" refusal (stock knows no VP9 encoder)
+    assert aiortc.rtcrtpsender.get_encoder(codec_params("video/VP8")) is not None
+
+
+@pytest.fixture
+def registered_again():
+    """Whatever a test does to the registration, the module's state is restored after it."""
+    yield
+    receive_codecs.register_receive_codecs()
+
+
+async def test_unregister_restores_stock_aiortc(registered_again):
+    """Order-independent: register, unregister (twice), register again; each state
+    checked by what aiortc does (offers, answers, capabilities, the codec table)."""
+    receive_codecs.register_receive_codecs()
+    table = [(c.mimeType, c.payloadType) for c in aiortc.codecs.CODECS["video"]]
+    await _assert_patched(table)
+    receive_codecs.unregister_receive_codecs()
+    receive_codecs.unregister_receive_codecs()  # idempotent
+    await _assert_stock(table)
+    receive_codecs.register_receive_codecs()
+    await _assert_patched(table)

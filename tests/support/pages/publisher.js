@@ -24,7 +24,9 @@
 //    maxBitrate = kbps * 1000 on every encoding of its video senders (setParameters), kept
 //    across renegotiations; the last value is in publisherInfo.requestedBitrate (kbps).
 // Test hooks: window.publisherState, window.publisherInfo, window.publisherStats(),
-// window.stopPublisher(), window.setVideoScale(f), window.applyVideoConstraints(c).
+// window.stopPublisher(), window.setVideoScale(f), window.applyVideoConstraints(c),
+// window.addVideoNow() (with `videolater=1`: audio first, the camera added by a later
+// renegotiation), window.switchVideoCodec(codec) (a renegotiation that changes the codec).
 // With `report=<name>` (browsers without a driver, e.g. Firefox) the page also POSTs
 // {state, info, stats, ...} to /report/<name> every `reportms` ms and on every state
 // change, and runs the commands in the reply: {"command": "stop"} (then a last report
@@ -51,6 +53,10 @@
     report: params.get("report"), // name to POST reports to (/report/<name>); none: no reports
     reportms: parseInt(params.get("reportms") || "250", 10),
     joinon: params.get("joinon") || "load", // "command": join the room on {"command": "join"} (needs report)
+    // "1": answer the media request with audio only; window.addVideoNow() adds the camera later
+    videolater: params.get("videolater") === "1",
+    // "1": offer only the chosen video codec (and its RTX), like a GStreamer publisher
+    onlycodec: params.get("onlycodec") === "1",
   });
 
   const info = {
@@ -322,16 +328,23 @@
       if (wantAudio) {
         for (const track of localStream.getAudioTracks()) this.audioSender = this.pc.addTrack(track, localStream);
       }
-      if (wantVideo) {
-        for (const track of localStream.getVideoTracks()) {
-          this.videoSender = this.pc.addTrack(track, localStream);
-          const transceiver = this.pc.getTransceivers().find((t) => t.sender === this.videoSender);
-          setVideoCodecPreference(transceiver, codec);
-        }
-        if (this.bitrateKbps !== null) await this.applyBitrate();
-      }
+      this.videoCodec = codec;
+      if (wantVideo && !cfg.videolater) await this.addVideo(codec);
       if (!wantAudio && !wantVideo) return;
-      // Renegotiation offer over the data channel; the answer comes back on it too.
+      await this.renegotiate();
+    }
+
+    async addVideo(codec) {
+      for (const track of localStream.getVideoTracks()) {
+        this.videoSender = this.pc.addTrack(track, localStream);
+        const transceiver = this.pc.getTransceivers().find((t) => t.sender === this.videoSender);
+        setVideoCodecPreference(transceiver, codec);
+      }
+      if (this.bitrateKbps !== null) await this.applyBitrate();
+    }
+
+    // Renegotiation offer over the data channel; the answer comes back on it too.
+    async renegotiate() {
       const offer = await this.pc.createOffer();
       await this.pc.setLocalDescription(offer);
       this.offerVideo = videoSection(this.pc.localDescription.sdp);
@@ -447,7 +460,8 @@
       const mode = (c) => (/packetization-mode=1/.test(c.sdpFmtpLine || "") ? 0 : 1);
       first.sort((a, b) => mode(a) - mode(b));
     }
-    const rest = caps.filter((c) => !first.includes(c));
+    let rest = caps.filter((c) => !first.includes(c));
+    if (cfg.onlycodec) rest = rest.filter((c) => /\/rtx$/i.test(c.mimeType));
     try {
       transceiver.setCodecPreferences(first.concat(rest));
     } catch (err) {
@@ -615,6 +629,32 @@
   };
 
   // Stats of every session, then `bye` on every data channel; returns the stats.
+  // The camera turned on later (with videolater=1): add video to every session and renegotiate.
+  window.addVideoNow = async function () {
+    let n = 0;
+    for (const s of Array.from(sessions.values())) {
+      if (s.closed || !s.mediaRequested || s.videoSender) continue;
+      await s.addVideo(s.videoCodec);
+      await s.renegotiate();
+      n++;
+    }
+    return n;
+  };
+
+  // A codec change mid-session: put `codec` first on every video sender and renegotiate.
+  window.switchVideoCodec = async function (codec) {
+    let n = 0;
+    for (const s of Array.from(sessions.values())) {
+      if (s.closed || !s.videoSender) continue;
+      const transceiver = s.pc.getTransceivers().find((t) => t.sender === s.videoSender);
+      setVideoCodecPreference(transceiver, codec);
+      s.videoCodec = codec;
+      await s.renegotiate();
+      n++;
+    }
+    return n;
+  };
+
   window.stopPublisher = async function () {
     const stats = await window.publisherStats();
     stopped = true;
