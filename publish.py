@@ -322,10 +322,21 @@ def setup_logging(debug: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def quiet_connection_errors(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The loop's exception handler: a ``ConnectionError`` left in one of aiortc's own
+    tasks (data-channel or RTCP sends racing a connection that just closed) is one
+    debug line, not an ERROR traceback; anything else goes to the default handler."""
+    if isinstance(context.get("exception"), ConnectionError):
+        log.debug("%s: %s", context.get("message"), context["exception"])
+        return
+    loop.default_exception_handler(context)
+
+
 async def run_client(args: argparse.Namespace, pm) -> int:
     """Run a WebRTCClient until SIGINT/SIGTERM; a second signal forces exit."""
     client = WebRTCClient(args, pm)
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(quiet_connection_errors)
     hits = {"n": 0}
 
     def on_signal() -> None:

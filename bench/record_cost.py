@@ -33,7 +33,9 @@ longest event-loop stall and the time from ``play`` (the recorder's
 ``recording X -> FILE`` line); per preset and configuration, the largest K at
 which every stream kept >= 99 % of its frames.  ``--json FILE`` writes a
 stable schema (``"schema": 1``, see ``bench/README.md``); ``--plot FILE.png``
-draws core per stream and RSS against K (matplotlib).
+draws core per stream and RSS against K (matplotlib).  On a shared machine,
+``--recorder-nice -10 --publisher-nice 10`` gives the recorders the CPU they
+need (process and autogroup nice values; see ``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -423,7 +425,8 @@ class Bench:
                                         "(results invalid: looping --filesrc bursts); raise --media-seconds")
 
             # frames recorded: manifests (or the decode viewer's DECODED line)
-            got: dict[str, dict] = {s: {"video": 0, "audio": 0, "dropped": 0, "bytes": 0, "files": 0} for s in streams}
+            got: dict[str, dict] = {s: {"video": 0, "audio": 0, "silence": 0, "dropped": 0, "bytes": 0, "files": 0}
+                                    for s in streams}
             loops: list[dict] = []  # each recorder's event-loop stall figures (manifest "loop")
             if config == "decode":
                 for line in recs[0].lines:
@@ -447,7 +450,9 @@ class Bench:
                             if g is None:
                                 continue
                             g["video"] += e.get("video_frames") or 0
-                            g["audio"] += e.get("audio_frames") or 0
+                            # the muxer's Opus silence (gaps filled) counts in audio_frames: not frames received
+                            g["audio"] += (e.get("audio_frames") or 0) - (e.get("silence_packets") or 0)
+                            g["silence"] += e.get("silence_packets") or 0
                             g["dropped"] += e.get("dropped_frames") or 0
                             g["bytes"] += e.get("bytes") or 0
                             g["files"] += 1 if e.get("file") else 0

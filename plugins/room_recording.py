@@ -17,9 +17,8 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Awaitable, Optional
 
 from multi_peer_client import FINALISE_HOOKS_TIMEOUT_S, MIN_FREE_MB, MultiPeerClient, RecordingSettings, Signaling
+from ninja_publish import aiortc_adapter, announce, cli_types, codecs
 from ninja_publish.protocol.limits import MAX_STREAMS
-from ninja_publish import announce
-from ninja_publish import aiortc_adapter, codecs
 from ninja_publish.loop_monitor import LoopMonitor
 from ninja_publish.protocol.events import SignalEvent
 from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S
@@ -36,24 +35,9 @@ CODEC_CHOICES = codecs.names("video")
 DEFAULT_RECORD_BITRATE = 4000
 
 
-def _kbps(value: str) -> int:
-    try:
-        kbps = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of kbit/s: {value!r}") from None
-    if kbps < 0:
-        raise argparse.ArgumentTypeError("must be 0 (leave it to the publisher) or more")
-    return kbps
-
-
-def _megabytes(value: str) -> int:
-    try:
-        mb = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of MB: {value!r}") from None
-    if mb < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no guard) or more")
-    return mb
+_kbps = cli_types.number(int, "whole number of kbit/s", 0, hint="must be 0 (leave it to the publisher) or more")
+_megabytes = cli_types.number(int, "whole number of MB", 0, hint="must be 0 (off) or more")
+_seconds = cli_types.seconds_above_zero
 
 
 def check_record_dir(path: str) -> None:
@@ -69,24 +53,8 @@ def check_record_dir(path: str) -> None:
         raise ConfigurationError(f"--record-dir {path}: not a writable directory ({reason})") from None
 
 
-def _count(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return count
 
 
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return seconds
 
 
 class RoomRecording:
@@ -119,7 +87,7 @@ class RoomRecording:
         group.add_argument("--finalise-timeout", type=_seconds, default=FINALISE_HOOKS_TIMEOUT_S, metavar="SECONDS",
                            help="at shutdown, how long recording_finalised hooks (uploads...) may still run "
                                 f"(default {FINALISE_HOOKS_TIMEOUT_S:.0f})")
-        group.add_argument("--segment-seconds", type=_seconds, default=0.0, metavar="SECONDS",
+        group.add_argument("--segment-seconds", type=cli_types.seconds, default=0.0, metavar="SECONDS",
                            help="cut each stream's recording into parts of about this long, at a keyframe; "
                                 "each part is a complete file, finalised (and its hook run) at once (default: off)")
         group.add_argument("--segment-size", type=_megabytes, default=0, metavar="MB",
@@ -127,7 +95,7 @@ class RoomRecording:
         group.add_argument("--min-free", type=_megabytes, default=MIN_FREE_MB, metavar="MB",
                            help="no new file is opened while --record-dir has less free space than this "
                                 f"(MB, default {MIN_FREE_MB}; 0: no guard)")
-        group.add_argument("--max-streams", type=_count, default=MAX_STREAMS, metavar="N",
+        group.add_argument("--max-streams", type=cli_types.count, default=MAX_STREAMS, metavar="N",
                            help="record at most N streams at once; others are skipped (logged once each) "
                                 f"until a slot frees (default {MAX_STREAMS})")
 

@@ -17,6 +17,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
+from ninja_publish import cli_types
 from ninja_publish.delivery import UPLOAD_EXTRA_HINT
 from ninja_publish.delivery.retry import RetryPolicy
 from plugins import ConfigurationError, call_hook, hookimpl
@@ -29,33 +30,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 8
+_positive_int = cli_types.count
+_part_mb = cli_types.number(int, "whole number of MB", 5, hint="must be at least 5 (MB; S3's smallest part)")
+_seconds = cli_types.seconds
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return number
 
 
-def _part_mb(value: str) -> int:
-    number = _positive_int(value)
-    if number < 5:
-        raise argparse.ArgumentTypeError("must be at least 5 (MB; S3's smallest part)")
-    return number
 
 
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return seconds
 
 
 def manifest_path(client: "WebRTCClient") -> Optional[str]:

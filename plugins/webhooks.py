@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
+from ninja_publish import cli_types
 from ninja_publish.delivery import WEBHOOKS_EXTRA_HINT
 from plugins import ConfigurationError, hookimpl
 
@@ -31,14 +32,6 @@ SECRET_ENV = "NINJA_PUBLISH_WEBHOOK_SECRET"
 DEFAULT_TIMEOUT_S = 10.0
 
 
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return seconds
 
 
 class Webhooks:
@@ -58,7 +51,7 @@ class Webhooks:
         group.add_argument("--webhook-secret", default=os.environ.get(SECRET_ENV) or None, metavar="SECRET",
                            help="sign each body with HMAC-SHA256 (header X-Ninja-Signature: sha256=<hex>); "
                                 f"default: ${SECRET_ENV}")
-        group.add_argument("--webhook-timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        group.add_argument("--webhook-timeout", type=cli_types.seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                            help=f"at shutdown, how long undelivered events are still retried (default {DEFAULT_TIMEOUT_S:.0f})")
 
     @hookimpl

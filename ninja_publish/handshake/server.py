@@ -40,7 +40,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from ninja_publish import announce
+from ninja_publish import announce, cli_types
 from ninja_publish.handshake.routers import (
     DEFAULT_MAX_MEMBERS_PER_ROOM,
     DEFAULT_MAX_ROOMS,
@@ -297,7 +297,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     tls.add_argument("--tls-cert", metavar="PEM", help="certificate chain (PEM); with --tls-key serves wss://")
     tls.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (PEM)")
     caps = parser.add_argument_group("limits (each refusal is one log line per socket every few seconds)")
-    positive = _positive_int
+    positive = cli_types.count
     caps.add_argument("--max-clients", type=positive, metavar="N", default=DEFAULT_MAX_CLIENTS,
                       help="sockets connected at once (default %(default)s)")
     caps.add_argument("--max-streams-per-socket", type=positive, metavar="N", default=DEFAULT_MAX_STREAMS_PER_SOCKET,
@@ -318,14 +318,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def server_tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -20,23 +20,10 @@ import websockets
 from ninja_publish.protocol import wire as vp
 from tests.support.file_checks import check_file
 from tests.support.lifecycle import FakeMember
-from tests.support.procs import Proc, Scene, load_manifest
+from tests.support.procs import Proc, Scene, load_manifest, recording_path, wait_until
 
 pytestmark = pytest.mark.integration
 
-
-async def wait_until(predicate, timeout: float, what: str, proc: Proc | None = None) -> None:
-    """Poll a condition until true or timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.tail()}" if proc else ""))
-        await asyncio.sleep(0.1)
-
-
-def recording_path(recorder: Proc, stream: str) -> Path:
-    line = next(line for line in recorder.lines if line.startswith(f"recording {stream} -> "))
-    return Path(line.split(" -> ", 1)[1])
 
 
 async def keeps_growing(path: Path, seconds: float, recorder: Proc) -> None:
@@ -204,7 +191,7 @@ def many_sections_sdp(sections: int) -> str:
             "a=group:BUNDLE " + " ".join(str(i) for i in range(sections)), "a=msid-semantic:WMS *"]
     body = []
     for i in range(sections):
-        body += [f"m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", f"a=mid:{i}", "a=sendonly", "a=rtcp-mux",
+        body += ["m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", f"a=mid:{i}", "a=sendonly", "a=rtcp-mux",
                  "a=rtpmap:111 opus/48000/2", "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijklmnopqrstuvwx",
                  "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), "a=setup:actpass"]
     return "\r\n".join(head + body) + "\r\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,8 @@ import websockets
 
 from ninja_publish.protocol import wire as vp
 from tests.support.file_checks import check_file
-from tests.support.procs import Proc, Scene, load_manifest, start_server
+from tests.support.procs import Scene, load_manifest, recording_path, start_server, wait_until
 
-
-async def wait_until(predicate, timeout: float, what: str, proc: Proc = None) -> None:
-    """Poll a condition (a file growing, a log line) until true or timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.tail()}" if proc else ""))
-        await asyncio.sleep(0.2)
-
-
-def recording_path(recorder: Proc, stream: str) -> Path:
-    line = next(line for line in recorder.lines if line.startswith(f"recording {stream} -> "))
-    return Path(line.split(" -> ", 1)[1])
 
 
 def grows(path: Path):

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -183,3 +184,18 @@ class Scene:
     async def __aexit__(self, *exc) -> None:
         for proc in reversed(self.procs):
             await proc.stop()
+
+
+async def wait_until(predicate, timeout: float, what: str, proc: Optional[Proc] = None) -> None:
+    """Poll a condition (a file growing, a log line) until true, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.tail()}" if proc else ""))
+        await asyncio.sleep(0.1)
+
+
+def recording_path(recorder: Proc, stream: str) -> Path:
+    """The file a recorder announced for ``stream`` (its first ``recording X -> FILE`` line)."""
+    line = next(line for line in recorder.lines if line.startswith(f"recording {stream} -> "))
+    return Path(line.split(" -> ", 1)[1])

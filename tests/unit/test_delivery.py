@@ -10,7 +10,6 @@ import hmac
 import io
 import json
 import os
-from pathlib import Path
 
 import pytest
 

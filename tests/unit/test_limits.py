@@ -21,7 +21,7 @@ from tests.support import media_helpers as mh
 def sdp(sections: int = 2, candidates: int = 1, padding: int = 0) -> str:
     lines = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0"]
     for i in range(sections):
-        lines += [f"m=audio 9 UDP/TLS/RTP/SAVPF 111", f"a=mid:{i}"]
+        lines += ["m=audio 9 UDP/TLS/RTP/SAVPF 111", f"a=mid:{i}"]
     lines += [f"a=candidate:{i} 1 udp 1 127.0.0.1 {1000 + i} typ host" for i in range(candidates)]
     if padding:
         lines.append("a=x:" + "x" * padding)
