@@ -61,15 +61,17 @@ from _common import (  # bench/ is on sys.path when run as a script
     stop_all,
 )
 
-CONFIGS = ("ours", "per-process", "decode")
+CONFIGS = ("ours", "baseline", "per-process", "decode")
+DEFAULT_CONFIGS = "ours,per-process,decode"
 READY = {
     "ours": r"^recording (\S+) -> ",
+    "baseline": r"^recording (\S+) -> ",
     "per-process": r"^recording (\S+) -> ",
     "decode": r"^decoding (\S+) ",
 }
 SATURATED_PCT = 90  # machine-wide busy share that we call saturated
 
-LABEL = {"ours": "ours", "per-process": "per-process", "decode": "decode*"}
+LABEL = {"ours": "ours", "baseline": "baseline", "per-process": "per-process", "decode": "decode*"}
 
 #: name -> the publishers' file: codec (h264: MPEG-TS, vp8: WebM), size, frame rate, video kbit/s (+ Opus).
 PRESETS: dict[str, dict] = {
@@ -306,9 +308,10 @@ class Bench:
 
     def recorder_argvs(self, config: str, room: str, streams: list[str], d: Path) -> list[tuple[str, list[str], Path]]:
         common = ["--server", self.server_url, "--room", room, "--no-status"]
-        if config == "ours":
+        if config in ("ours", "baseline"):  # baseline: the same, from another checkout (--baseline)
             rec = d / "rec"
-            return [("rec", [str(ROOT / "publish.py"), *common, "--record-room", "--record-dir", str(rec)], rec)]
+            root = Path(self.opts.baseline) if config == "baseline" else ROOT
+            return [("rec", [str(root / "publish.py"), *common, "--record-room", "--record-dir", str(rec)], rec)]
         if config == "decode":
             rec = d / "rec"
             return [("dec", [str(ROOT / "bench" / "decode_viewer.py"), *common, "--record-room", "--record-dir", str(rec)], rec)]
@@ -573,7 +576,7 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
             f"{r['startup_cpu_s']:>11.1f} {r['pub_cores']:>9.2f} {r['machine_busy_pct']:>7.0f}% {r['other_load_cores']:>6.2f} "
             f"{fmt(r.get('loop_max_stall_ms'), '.0f'):>8}")
     log("")
-    log("Ratios per K (per-process / ours; decode* / ours):")
+    log("Ratios per K (per-process / ours; decode* / ours; baseline / ours):")
     ks = sorted({r["k"] for r in ok})
     for k in ks:
         by = {r["config"]: r for r in ok if r["k"] == k}
@@ -586,6 +589,10 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
                          f"startup CPU {fmt(ratio(per['startup_cpu_s'], ours['startup_cpu_s']), '.1f')}x")
         if ours and dec:
             parts.append(f"decode*/ours CPU {fmt(ratio(dec['rec_cpu_s'], ours['rec_cpu_s']), '.2f')}x")
+        base = by.get("baseline")
+        if ours and base:
+            parts.append(f"baseline/ours CPU {fmt(ratio(base['rec_cpu_s'], ours['rec_cpu_s']), '.2f')}x, "
+                         f"RSS {fmt(ratio(base['rss_mb'], ours['rss_mb']), '.2f')}x")
         log(f"  K={k}: " + ("; ".join(parts) if parts else "(not enough configurations succeeded)"))
     log("")
     notes = [(r, n) for r in results for n in r.get("notes", []) if not n.startswith("machine saturated")]
@@ -764,9 +771,13 @@ async def amain(opts: argparse.Namespace) -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)  # SIGINT: asyncio.run's own
     ks = [int(x) for x in opts.streams.split(",") if x.strip()]
     configs = [c.strip() for c in opts.configs.split(",") if c.strip()]
+    if opts.baseline and "baseline" not in configs:
+        configs.insert(1 if "ours" in configs else 0, "baseline")
     for c in configs:
         if c not in CONFIGS:
             raise SystemExit(f"unknown configuration {c!r} (choose from {', '.join(CONFIGS)})")
+    if "baseline" in configs and not (opts.baseline and (Path(opts.baseline) / "publish.py").is_file()):
+        raise SystemExit("the baseline configuration needs --baseline DIR: a checkout with publish.py")
     presets = resolve_presets(opts)
     work = Path(tempfile.mkdtemp(prefix="record-cost-"))
     log(f"record_cost: presets {[n for n, _ in presets]}, K={ks}, configurations {configs}, "
@@ -851,7 +862,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--recorder-nice", type=int, default=0, metavar="N",
                    help="run the recorder process(es) at this nice value, e.g. -10 on a shared machine (default 0)")
     p.add_argument("--seconds", type=float, default=20.0, help="steady-state window per configuration (default 20)")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"subset of {','.join(CONFIGS)} (default {DEFAULT_CONFIGS})")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also run `ours` from another checkout (e.g. `git worktree add /tmp/base REV`), side by side: "
+                        "configuration `baseline`")
     p.add_argument("--json", metavar="FILE", help="also write all figures as JSON")
     p.add_argument("--source", choices=("file", "test"), default="file",
                    help="publishers send a pre-encoded file (default) or encode a small --test pattern")
