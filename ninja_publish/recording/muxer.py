@@ -15,7 +15,7 @@ opening an encoder or decoder for the media itself:
   each stream's timestamps strictly increasing in the container's own time
   base (a repeated, backward or too close timestamp is moved to one
   container tick after the previous one: 1 ms in Matroska);
-* audio gaps: mid-stream pauses over :data:`SILENCE_GAP_US` (a muted
+* audio gaps: mid-stream pauses of :data:`SILENCE_GAP_US` or more (a muted
   microphone, Opus DTX), audio starting after the video and audio ending
   before it are filled with pre-encoded 20 ms Opus silence, so the audio
   lasts as long as the recording (counted in :class:`MuxerStats`);
@@ -78,7 +78,7 @@ MKV_CLUSTER_TIME_MS = 100
 #: An Opus packet that decodes to 20 ms of silence (CELT, fullband, one frame).
 OPUS_SILENCE_20MS = b"\xf8\xff\xfe"
 OPUS_FRAME_TICKS = 960
-#: Audio gaps longer than this (a muted microphone, Opus DTX) are filled with silence.
+#: Audio gaps this long or longer (a muted microphone, Opus DTX) are filled with silence.
 SILENCE_GAP_US = 100_000
 SILENCE_GAP_TICKS = SILENCE_GAP_US * 48_000 // 1_000_000
 #: During a pause, audio is kept at most this far behind the video: silence is
@@ -114,7 +114,7 @@ class MuxerStats:
     ``invalid_frames`` failed the bitstream check and ``errors`` were
     exceptions from PyAV; ``nudged_timestamps`` counts repaired timestamps;
     ``silence_packets`` counts the 20 ms Opus silence packets written (before
-    late audio, in mid-stream gaps over ``SILENCE_GAP_US`` and after audio
+    late audio, in mid-stream gaps of ``SILENCE_GAP_US`` or more and after audio
     that stopped before the video), ``silence_gaps`` the mid-stream gaps filled.
     """
 
@@ -433,7 +433,7 @@ class PassthroughMuxer:
                 return
             if track.last_ticks is None and self._video is not None:
                 self._fill_leading_silence(ticks)
-            elif track.end_ticks is not None and ticks - track.end_ticks > SILENCE_GAP_TICKS:
+            elif track.end_ticks is not None and ticks - track.end_ticks >= SILENCE_GAP_TICKS:
                 self._fill_silence(ticks)
         elif self._audio is not None:
             self._keep_audio_up_with(pts_us)

@@ -189,8 +189,9 @@ async def test_a_request_that_brings_no_offer_is_repeated_with_backoff(tmp_path)
     gaps = [b - a for a, b in zip(mute.asked_at, mute.asked_at[1:])]
     print("asked again after (s):", [round(g, 1) for g in gaps])
     assert "(no offer came)" in recorder.stderr()
-    # timeout + 1 s; then the unanswered request's wait (2 s) + 2 s
-    assert 3 <= gaps[0] < 5.5 and 4 <= gaps[1] < 6.5, gaps
+    # timeout + 1 s; then the unanswered request's wait (2 s) + 2 s (less 0.2 s: the two
+    # requests are timed where the member receives them, each a little late or early)
+    assert 2.8 <= gaps[0] < 5.5 and 3.8 <= gaps[1] < 6.5, gaps
 
 
 # ---------------------------------------------------------------------- 1: network blip
