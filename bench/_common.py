@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -290,3 +290,13 @@ def load_manifests(record_dir: Path) -> list[dict]:
         except (OSError, json.JSONDecodeError):
             pass
     return out
+
+
+def run_bench(name: str, amain: Any, opts: Any) -> int:
+    """``asyncio.run(amain(opts))``; Ctrl-C ends it with one line and exit code 130
+    (``amain`` stops every process it started)."""
+    try:
+        return asyncio.run(amain(opts))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"{name}: interrupted; every process it started has been stopped", file=sys.stderr)
+        return 130

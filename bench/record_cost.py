@@ -58,7 +58,7 @@ from typing import Optional
 
 from _common import (  # bench/ is on sys.path when run as a script
     ALL_PROCS, ROOT, Proc, fmt, log, machine_info, read_cpu_s, read_machine_cpu, read_mem_kb, stderr_problems,
-    stop_all,
+    run_bench, stop_all,
 )
 
 CONFIGS = ("ours", "baseline", "per-process", "decode")
@@ -881,11 +881,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--check-loop", action="store_true", help="first check that a looping --filesrc keeps real-time pace")
     p.add_argument("--keep", action="store_true", help="keep the work directory (recordings, logs)")
     opts = p.parse_args(argv)
-    try:
-        return asyncio.run(amain(opts))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("record_cost: interrupted; every process it started has been stopped", file=sys.stderr)
-        return 130
+    return run_bench("record_cost", amain, opts)
 
 
 if __name__ == "__main__":

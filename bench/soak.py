@@ -41,7 +41,7 @@ from typing import Optional
 
 from _common import (  # bench/ is on sys.path when run as a script
     ALL_PROCS, ROOT, Proc, count_fds, fmt, load_manifests, log, machine_info, read_cpu_s, read_machine_cpu,
-    read_status, stderr_problems, stop_all,
+    read_status, run_bench, stderr_problems, stop_all,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -481,11 +481,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     opts = p.parse_args(argv)
     if opts.publishers < 1:
         p.error("--publishers must be at least 1")
-    try:
-        return asyncio.run(amain(opts))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("soak: interrupted; every process it started has been stopped", file=sys.stderr)
-        return 130
+    return run_bench("soak", amain, opts)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class QueuedMuxer:
             return
         if self._inline:
             fn(*args)
-            self._check()
+            self._report()
             return
         with self._lock:
             if len(self._ops) >= MAX_QUEUED and not force:
@@ -163,10 +163,6 @@ class QueuedMuxer:
         self.failed = self.muxer.failed
         if changed:
             self._on_change(self)
-
-    def _check(self) -> None:
-        if (self.muxer.stats.started and not self.started) or (self.muxer.failed and not self.failed):
-            self._report()
 
     # ------------------------------------------------------------ pool side
 
