@@ -26,7 +26,7 @@ import pytest
 
 from tests.support.browser_harness import BrowserHarness, chromium_skip_reason
 from tests.support.file_checks import check_file
-from tests.support.procs import load_manifest, start_recorder, start_server
+from tests.support.procs import Scene, load_manifest
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -52,10 +52,8 @@ def assert_seamless(first: dict, second: dict) -> None:
 
 
 async def test_camera_turned_on_later_goes_on_in_a_new_part_with_both_tracks(tmp_path: Path) -> None:
-    server, url = await start_server(tmp_path, "official")
-    recorder = None
-    try:
-        recorder = await start_recorder(tmp_path, url, "camlater")
+    async with Scene(tmp_path) as scene:
+        recorder, url = await scene.recorder("camlater"), scene.url
         async with BrowserHarness() as browser:
             pub = await browser.open_publisher(url, "camlater", "guest", videolater="1")
             await recorder.wait_for(r"^recording guest -> .*\.mka$", timeout=40)
@@ -80,17 +78,11 @@ async def test_camera_turned_on_later_goes_on_in_a_new_part_with_both_tracks(tmp
         sent = next(s for s in final if s["session"] == av_part["session"])["video"]["framesSent"]
         assert av_report.video_frames >= sent - MAX_MISSING_FRAMES, (sent, av_report.video_frames)
         assert_seamless(audio_part, av_part)
-    finally:
-        if recorder is not None:
-            await recorder.stop()
-        await server.stop()
 
 
 async def test_codec_change_goes_on_in_a_new_part_in_the_right_container(tmp_path: Path) -> None:
-    server, url = await start_server(tmp_path, "official")
-    recorder = None
-    try:
-        recorder = await start_recorder(tmp_path, url, "codecswitch")
+    async with Scene(tmp_path) as scene:
+        recorder, url = await scene.recorder("codecswitch"), scene.url
         async with BrowserHarness() as browser:
             # Each offer lists one codec (as a GStreamer publisher's does): the switch brings
             # payload types the first negotiation never had.
@@ -119,7 +111,3 @@ async def test_codec_change_goes_on_in_a_new_part_in_the_right_container(tmp_pat
         total = reports[0].video_frames + reports[1].video_frames
         assert total >= stats["framesSent"] - MAX_MISSING_FRAMES, (stats["framesSent"], total)
         assert_seamless(vp8_part, h264_part)
-    finally:
-        if recorder is not None:
-            await recorder.stop()
-        await server.stop()
