@@ -16,8 +16,10 @@ a new file.  Each file is a *part* of its stream, numbered from 1
 (``StreamRecorder.part``, the manifest's ``part``).  When a connection fails,
 goes silent, loses its data channel or never finishes negotiating while its
 member is still in the room, the stream is asked for again with backoff
-(1, 2, 4 … 30 s) and recorded into a new part.  Once ``close()`` starts no
-offer is answered; files are finalised within ``FINALISE_TIMEOUT_S`` and the
+(1, 2, 4 … 30 s) and recorded into a new part.  With ``--workers N`` the
+recorders live in worker processes (``ninja_publish.workers``): each is then a
+``RemoteRecorder`` with the same interface, and nothing else here changes.
+Once ``close()`` starts no offer is answered; files are finalised within ``FINALISE_TIMEOUT_S`` and the
 ``recording_finalised`` hooks still running get their own bound.
 """
 
@@ -25,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from collections import deque
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Union
 
 from aiortc import RTCConfiguration
 
@@ -41,9 +42,11 @@ from ninja_publish.protocol.events import (
 from ninja_publish.recording import limits as fd_limits
 from ninja_publish.recording.frame_writer import SpaceGuard
 from ninja_publish.recording.manifest import RecordingManifest
-from ninja_publish.recording import write_queue
+from ninja_publish.recording import naming, write_queue
 from ninja_publish.protocol import limits
 from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S, StreamRecorder
+from ninja_publish.workers.pool import WorkerPool
+from ninja_publish.workers.remote import WORKER_GONE, RemoteRecorder
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ MIN_FREE_MB = 500
 #: ``play`` requests sent at most this many per second (a 10,000-member listing
 #: must not burst past the server's rate limit, which drops the excess).
 PLAY_RATE = 20.0
+#: An ignored signaling bye is logged this long after it came, if the stream still records.
+BYE_WARNING_DELAY_S = 1.0
 #: A ``play`` that brought no offer is sent again after 10, 20, 40 … s, at most this.
 PLAY_RETRY_MAX_S = 60.0
 
@@ -98,6 +103,7 @@ class RecordingSettings:
     segment_seconds: float = 0.0                          # --segment-seconds: a new part after this long (0: off)
     segment_mb: int = 0                                   # --segment-size: ... or this many MB (0: off)
     max_streams: int = limits.MAX_STREAMS                 # --max-streams: streams recorded or asked for at once
+    workers: int = 0                                      # --workers: worker processes (0: record in this process)
 
     def recorder_options(self) -> dict[str, Any]:
         return {"noaudio": self.noaudio, "novideo": self.novideo, "prefer_codec": self.prefer_codec,
@@ -105,6 +111,8 @@ class RecordingSettings:
                 "segment_seconds": self.segment_seconds, "segment_bytes": self.segment_mb * 1_000_000}
 
 
+#: A stream's recorder: in this process, or in a worker process (``--workers``).
+Recorder = Union[StreamRecorder, RemoteRecorder]
 #: ``on_opened(stream_id, path, video_codec, audio_codec)``: a file was opened.
 OpenedCallback = Callable[[str, str, Optional[str], Optional[str]], Awaitable[Any]]
 #: ``on_finalised(entry)``: a file was closed; ``entry`` is its manifest entry.
@@ -137,11 +145,11 @@ class MultiPeerClient:
         self._on_finalised = on_finalised
         self.members: dict[str, str] = {}          # UUID → wire stream id
         self.requested: dict[str, float] = {}      # UUID → time play was sent
-        self.recorders: dict[tuple[str, Optional[str]], StreamRecorder] = {}
+        self.recorders: dict[tuple[str, Optional[str]], Recorder] = {}
         self.finished: list[dict] = []
         self.manifest = RecordingManifest(settings.record_dir, self.prefix, room=signaling.room)
         self._finishing: set[asyncio.Future] = set()
-        self._ending: set[StreamRecorder] = set()     # finishing, maybe replaced in ``recorders``
+        self._ending: set[Recorder] = set()     # finishing, maybe replaced in ``recorders``
         self._hooks: set[asyncio.Future] = set()        # recording_finalised hooks still running
         self.closing = False                            # shutdown started: no new recorders
         self._failures: dict[str, int] = {}             # wire stream id → failures in a row (backoff)
@@ -169,6 +177,11 @@ class MultiPeerClient:
         self._last_offer: dict[str, float] = {}         # UUID → when it last sent an offer
         self._play_wakeup = asyncio.Event()
         self._pacer: Optional[asyncio.Future] = None
+        self.worker_loops: list[dict] = []              # the workers' event-loop figures, at close
+        self.pool: Optional[WorkerPool] = None          # --workers: the streams' worker processes
+        if settings.workers > 0:
+            self.pool = WorkerPool(settings.workers, self._worker_config(), signaling.send)
+            self.pool.start()
 
     # ------------------------------------------------------------------ filters
 
@@ -318,12 +331,12 @@ class MultiPeerClient:
         """
         if isinstance(event, RoomListing):
             for member in event.members:
-                if member.stream_id:
+                if member.stream_id and self._admit(member.uuid):
                     self._announce(member.uuid, member.stream_id)
                     self.discover(member.uuid, member.stream_id)
             return True
         if isinstance(event, MemberJoined):
-            if event.stream_id:
+            if event.stream_id and self._admit(event.uuid):
                 self._announce(event.uuid, event.stream_id)
                 self.discover(event.uuid, event.stream_id)
             return True
@@ -408,7 +421,7 @@ class MultiPeerClient:
             if not jobs and self._peer_jobs.get(uuid) is jobs:
                 del self._peer_jobs[uuid]
 
-    def _recorders_of(self, uuid: str) -> list[StreamRecorder]:
+    def _recorders_of(self, uuid: str) -> list[Recorder]:
         return [r for key, r in self.recorders.items() if key[0] == uuid]
 
     async def _on_offer(self, uuid: str, session: Optional[str], offered_id: Optional[str], sdp: str) -> None:
@@ -444,6 +457,14 @@ class MultiPeerClient:
         if self._refusals.allow(key):
             log.warning(message, *args)
 
+    def _admit(self, uuid: str) -> bool:
+        """May a member be tracked?  Not a new one beyond ``limits.MAX_MEMBERS`` (logged)."""
+        if uuid in self.announced or len(self.announced) < limits.MAX_MEMBERS:
+            return True
+        self._refuse("members", "ignoring new room members beyond %d known at once (made-up ids on a relay?)",
+                     limits.MAX_MEMBERS)
+        return False
+
     def _announce(self, uuid: str, wire_id: str) -> None:
         """The server says ``uuid`` publishes ``wire_id``.  A peer the server never
         announced that is recorded under that name (it claimed it in an offer)
@@ -457,16 +478,23 @@ class MultiPeerClient:
                 self.members.pop(recorder.uuid, None)
                 self._finish_soon(recorder, "replaced: the name belongs to another peer")
 
-    def _keep_despite_bye(self, recorder: StreamRecorder, reason: str) -> bool:
+    def _keep_despite_bye(self, recorder: Recorder, reason: str) -> bool:
         """Is ``recorder`` connected with media flowing, so that a signaling bye
         for its peer is ignored (logged once)?  It then ends by itself."""
         if recorder.end_reason is not None or not recorder.media_flowing():
             return False
         if recorder.ignore_bye(reason):
+            # said a moment later, if it still records: a publisher that really left ends
+            # its data channel (bye) at the same time, in a worker process maybe a moment later
+            asyncio.get_running_loop().call_later(BYE_WARNING_DELAY_S, self._warn_bye_ignored, recorder, reason)
+        return True
+
+    @staticmethod
+    def _warn_bye_ignored(recorder: Recorder, reason: str) -> None:
+        if recorder.end_reason is None:
             log.warning("ignoring a %s for %s: its connection is up and media flows (a relay's `from` is not "
                         "authenticated); it ends when its connection fails or its media stops",
                         reason, recorder.plain_id)
-        return True
 
     def _offered_id(self, uuid: str, offered_id: Optional[str]) -> str:
         """The wire stream id a new offer from ``uuid`` is for, or "" (logged) if we do not record it.
@@ -503,34 +531,34 @@ class MultiPeerClient:
             return ""
         return wire_id
 
-    def _new_recorder(self, uuid: str, session: Optional[str], wire_id: str) -> StreamRecorder:
+    def _new_recorder(self, uuid: str, session: Optional[str], wire_id: str) -> Recorder:
         plain = self.identity.plain_stream_id(wire_id)
-        safe = vp.sanitize_for_filename(plain)
-        path = self._unique_base(f"{self.prefix}_{safe}_{int(time.time())}")
-        recorder = StreamRecorder(
-            uuid, session, wire_id, plain, path, self.signaling.send, self.signaling.cipher,
-            self.signaling.ice_configuration, self.options, self._on_recorder_finished, self._on_file_opened,
-            on_part_ended=self._on_part_ended, next_path=self._next_part_path,
-        )
+        path = naming.part_base(self.record_dir, self.prefix, plain, self._paths_in_use())
+        recorder: Recorder
+        if self.pool is not None:
+            recorder = self.pool.recorder(uuid, session, wire_id, plain, path, self.bitrate_kbps,
+                                          self._on_recorder_finished, self._on_file_opened, self._on_part_ended)
+        else:
+            recorder = StreamRecorder(
+                uuid, session, wire_id, plain, path, self.signaling.send, self.signaling.cipher,
+                self.signaling.ice_configuration, self.options, self._on_recorder_finished, self._on_file_opened,
+                on_part_ended=self._on_part_ended, next_path=self._next_part_path,
+            )
         self.recorders[recorder.key] = recorder
         log.info("recording %s (peer %s, session %s)", plain, uuid, session if session is not None else "null")
         return recorder
 
-    def _unique_base(self, name: str) -> str:
-        base = os.path.join(self.record_dir, name)
-        candidate, n = base, 1
-        while any(os.path.lexists(candidate + ext) for ext in (".ts", ".mkv", ".mka")) or candidate in {
-            r.writer.path_without_ext for r in (*self.recorders.values(), *self._ending)
-        }:
-            n += 1
-            candidate = f"{base}_{n}"
-        planted = [base + ext for ext in (".ts", ".mkv", ".mka") if os.path.islink(base + ext)]
-        if planted and candidate != base:
-            log.warning("%s is a symlink (never followed): recording to %s instead", planted[0],
-                        os.path.basename(candidate))
-        return candidate
+    def _paths_in_use(self) -> set[str]:
+        return {r.path_without_ext for r in (*self.recorders.values(), *self._ending)}
 
-    def _finish_soon(self, recorder: StreamRecorder, reason: str) -> None:
+    def _worker_config(self) -> dict[str, Any]:
+        """What a worker process needs to record streams as this process would."""
+        options = {k: v for k, v in self.options.items() if k != "space"}
+        return {"cipher": self.signaling.cipher, "ice_configuration": self.signaling.ice_configuration,
+                "options": options, "record_dir": self.record_dir, "prefix": self.prefix,
+                "min_free_mb": self.settings.min_free_mb, "debug": logging.getLogger().isEnabledFor(logging.DEBUG)}
+
+    def _finish_soon(self, recorder: Recorder, reason: str) -> None:
         if recorder.end_reason is not None:
             return  # already ending
         self._ending.add(recorder)
@@ -540,18 +568,18 @@ class MultiPeerClient:
 
     # ------------------------------------------------------------------ results
 
-    def _on_file_opened(self, recorder: StreamRecorder, stats: Any) -> Awaitable[None]:
+    def _on_file_opened(self, recorder: Recorder, stats: Any) -> Awaitable[None]:
         # numbered at once (synchronously), whatever happens to the stream next
         if stats.part is None:
             stats.part = self._parts[recorder.plain_id] = self._parts.get(recorder.plain_id, 0) + 1
         recorder.part = stats.part
         return self._announce_opened(recorder, stats)
 
-    async def _announce_opened(self, recorder: StreamRecorder, stats: Any) -> None:
+    async def _announce_opened(self, recorder: Recorder, stats: Any) -> None:
         announce.file_opened(recorder.plain_id, stats.path)
         await self._on_opened(recorder.plain_id, stats.path, stats.video_codec, stats.audio_codec)
 
-    async def _on_recorder_finished(self, recorder: StreamRecorder, stats: Any) -> None:
+    async def _on_recorder_finished(self, recorder: Recorder, stats: Any) -> None:
         if self.recorders.get(recorder.key) is recorder:  # not yet replaced by a new one
             del self.recorders[recorder.key]
         self._ending.discard(recorder)
@@ -559,14 +587,15 @@ class MultiPeerClient:
             # its peer said bye while media still flowed: now it has really gone
             self.members.pop(recorder.uuid, None)
             self.announced.pop(recorder.uuid, None)
-        entry = self.manifest.entry(recorder, stats)
-        if stats is None or not getattr(stats, "started", False):
+        entry = recorder.manifest_entry(stats)
+        if not entry.get("file"):
             log.warning("%s ended (%s) before any media was recorded", recorder.plain_id, recorder.end_reason)
         else:
             announce.file_finished(recorder.plain_id, entry["file"], str(recorder.end_reason))
         expected = recorder.end_reason in (*LEAVE_REQUESTS, "shutdown", "stopped") or str(recorder.end_reason).startswith("replaced")
         if not expected and recorder.stream_wire_id in self.members.values():
-            if recorder.connected_at is not None:  # (a connection never made is logged by the recorder)
+            # (a connection never made is logged by the recorder; a dead worker by the pool)
+            if recorder.connected_at is not None and not str(recorder.end_reason).startswith(WORKER_GONE):
                 log.warning("%s dropped the recorder (%s) but is still in the room; a Raspberry Ninja publisher "
                             "without --multiviewer serves one viewer, so another viewer may have taken it",
                             recorder.plain_id, recorder.end_reason)
@@ -588,22 +617,21 @@ class MultiPeerClient:
                     self.requested.pop(uuid, None)
                     self.discover(uuid, wire_id)
 
-    def _on_part_ended(self, recorder: StreamRecorder, stats: Any) -> None:
+    def _on_part_ended(self, recorder: Recorder, stats: Any) -> None:
         """A part ended while its stream goes on (a segment, a new track or codec, a
         failed write): list it, run the hooks; the next file is the next part."""
-        entry = self.manifest.entry(recorder, stats)
-        announce.file_finished(recorder.plain_id, entry["file"], str(stats.end_reason))
+        entry = recorder.manifest_entry(stats)
+        announce.file_finished(recorder.plain_id, entry["file"], str(entry["end_reason"]))
         self.finished.append(entry)
         self.manifest.add(entry)
         hook = asyncio.ensure_future(self._on_finalised(entry))
         self._hooks.add(hook)
         hook.add_done_callback(self._hooks.discard)
 
-    def _next_part_path(self, recorder: StreamRecorder) -> str:
-        safe = vp.sanitize_for_filename(recorder.plain_id)
-        return self._unique_base(f"{self.prefix}_{safe}_{int(time.time())}")
+    def _next_part_path(self, recorder: Recorder) -> str:
+        return naming.part_base(self.record_dir, self.prefix, recorder.plain_id, self._paths_in_use())
 
-    def _reask_later(self, recorder: StreamRecorder) -> None:
+    def _reask_later(self, recorder: Recorder) -> None:
         """The member is still in the room: ask for its stream again after a backoff
         (1, 2, 4 … ``REASK_MAX_S`` s; reset by a connection that lasted ``STABLE_S``).
         A request that brings no offer within the connect timeout counts as another
@@ -708,6 +736,8 @@ class MultiPeerClient:
                 waiting.cancel()
             for finishing in self._finishing:
                 finishing.cancel()
+        if self.pool is not None:  # every stream is finalised: the workers may go
+            self.worker_loops = await self.pool.close()
         self.manifest.close()
         write_queue.shutdown_pool()  # every file is closed: the writer threads may end
         hooks = set(self._hooks)

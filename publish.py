@@ -26,6 +26,7 @@ from typing import Optional
 
 from ninja_publish import announce
 from ninja_publish import aiortc_adapter
+from ninja_publish.log_setup import quiet_connection_errors, setup_logging
 from ninja_publish.protocol import events
 from ninja_publish.protocol import wire as vp
 from ninja_publish.publishing.sources import MediaSource
@@ -308,28 +309,6 @@ def _plugin_options(argv: list[str]) -> tuple[Optional[bool], list[str]]:
     pre.add_argument("--disable-plugin", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
     return (False if known.no_plugin_autoload else None), known.disable_plugin
-
-
-def setup_logging(debug: bool) -> None:
-    """Log to stderr; ``--debug`` for everything, otherwise info from our modules."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not debug:
-        for noisy in ("aioice", "aiortc", "websockets", "libav"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def quiet_connection_errors(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """The loop's exception handler: a ``ConnectionError`` left in one of aiortc's own
-    tasks (data-channel or RTCP sends racing a connection that just closed) is one
-    debug line, not an ERROR traceback; anything else goes to the default handler."""
-    if isinstance(context.get("exception"), ConnectionError):
-        log.debug("%s: %s", context.get("message"), context["exception"])
-        return
-    loop.default_exception_handler(context)
 
 
 async def run_client(args: argparse.Namespace, pm) -> int:

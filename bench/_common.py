@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the tests' helpers (tests/support) are shared
+    sys.path.insert(0, str(ROOT))
+from tests.support.procs import descendants  # noqa: E402
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -43,6 +46,28 @@ def read_cpu_s(pid: int) -> Optional[float]:
         return None
     # rest[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
     return sum(int(rest[i]) for i in (11, 12, 13, 14)) / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a recorder's ``--workers`` processes)."""
+    return [pid, *descendants(pid)]
+
+
+def read_tree_cpu_s(pid: int) -> Optional[float]:
+    """:func:`read_cpu_s` summed over ``pid`` and its live descendants."""
+    own = read_cpu_s(pid)
+    if own is None:
+        return None
+    return own + sum(read_cpu_s(child) or 0.0 for child in process_tree(pid)[1:])
+
+
+def read_tree_mem_kb(pid: int) -> dict:
+    """:func:`read_mem_kb` summed over ``pid`` and its live descendants."""
+    out: dict[str, int] = {}
+    for member in process_tree(pid):
+        for key, value in read_mem_kb(member).items():
+            out[key] = out.get(key, 0) + value
+    return out
 
 
 def read_mem_kb(pid: int) -> dict:

@@ -30,7 +30,8 @@ MPEG-TS or VP8 in WebM, with Opus); ``--sweep 1,4,8,16,24,32`` is ``--streams``
 for a sweep.  Per run it also reports the frames every stream kept, the
 longest event-loop stall and the time from ``play`` (the recorder's
 ``requesting X from UUID`` log line) to the first keyframe on disk (its
-``recording X -> FILE`` line); per preset and configuration, the largest K at
+file, announced by the ``recording X -> FILE`` line, read until it holds a
+whole keyframe); per preset and configuration, the largest K at
 which every stream kept >= 99 % of its frames.  ``--json FILE`` writes a
 stable schema (``"schema": 1``, see ``bench/README.md``); ``--plot FILE.png``
 draws core per stream and RSS against K (matplotlib).  On a shared machine,
@@ -57,21 +58,28 @@ from pathlib import Path
 from typing import Optional
 
 from _common import (  # bench/ is on sys.path when run as a script
-    ALL_PROCS, ROOT, Proc, fmt, log, machine_info, read_cpu_s, read_machine_cpu, read_mem_kb, stderr_problems,
+    ALL_PROCS, ROOT, Proc, fmt, log, machine_info, read_cpu_s, read_machine_cpu, stderr_problems,
+    read_tree_cpu_s, read_tree_mem_kb,
     run_bench, stop_all,
 )
 
-CONFIGS = ("ours", "baseline", "per-process", "decode")
+CONFIGS = ("ours", "workers", "baseline", "per-process", "decode")
 DEFAULT_CONFIGS = "ours,per-process,decode"
 READY = {
     "ours": r"^recording (\S+) -> ",
     "baseline": r"^recording (\S+) -> ",
+    "workers": r"^recording (\S+) -> ",
     "per-process": r"^recording (\S+) -> ",
     "decode": r"^decoding (\S+) ",
 }
 SATURATED_PCT = 90  # machine-wide busy share that we call saturated
+#: --source gst: GStreamer publishers (no encoding, per-packet work in C), run by the system Python (gi)
+GST_PYTHON = "/usr/bin/python3"
+GST_PUBLISHER = ROOT / "tests" / "support" / "gst_publisher.py"
+#: their STATS keys -> the keys the bench reads (publish.py's)
+STATS_KEYS = {"video_frames_sent": "video_frames", "audio_packets_sent": "audio_frames"}
 
-LABEL = {"ours": "ours", "baseline": "baseline", "per-process": "per-process", "decode": "decode*"}
+LABEL = {"ours": "ours", "workers": "workers", "baseline": "baseline", "per-process": "per-process", "decode": "decode*"}
 
 #: name -> the publishers' file: codec (h264: MPEG-TS, vp8: WebM), size, frame rate, video kbit/s (+ Opus).
 PRESETS: dict[str, dict] = {
@@ -86,13 +94,44 @@ KEPT_TARGET_PCT = 99.0  # "every stream kept >= 99 % of its frames"
 JSON_SCHEMA = 1
 #: the recorder's log line when it sends ``play`` (multi_peer_client.py), asctime first
 PLAY_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: requesting (\S+) from \S+")
+#: a recorder's stdout line when a stream's file opens
+OPENED_LINE = re.compile(r"^recording (\S+) -> (.+)$")
+#: how often, and how long, a new file is read until its first keyframe is in it
+ON_DISK_POLL_S = 0.01
+ON_DISK_TIMEOUT_S = 15.0
+
+
+def keyframe_in_file(path: str) -> bool:
+    """Does the file hold a whole video keyframe?  Demuxed (no decoding) from what is
+    in the file now.  Matroska gives a block only once all its bytes are there; an
+    MPEG-TS demuxer also gives the PES it was reading when the file ends, so there the
+    keyframe must be followed by another packet (at most a frame later)."""
+    import av
+    try:
+        with av.open(path) as container:
+            whole = container.format.name.startswith("matroska")
+            seen_key = False
+            for packet in container.demux():
+                if packet.size == 0:
+                    continue  # a demuxer's flush packet
+                if seen_key:
+                    return True
+                seen_key = packet.stream.type == "video" and packet.is_keyframe
+                if seen_key and whole:
+                    return True
+    except Exception:  # noqa: BLE001 - a file still being written: not there yet
+        return False
+    return False
 
 
 class TimedProc(Proc):
-    """A ``Proc`` that also keeps the wall-clock time each stdout line arrived."""
+    """A ``Proc`` that also keeps the wall-clock time each stdout line arrived, and
+    for each ``recording X -> FILE`` line the time FILE first held a whole keyframe."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.line_times: list[tuple[float, str]] = []  # set before Proc starts its reader task
+        self.on_disk: dict[str, float] = {}  # stream -> wall-clock time its first keyframe was in its file
+        self._watchers: list[asyncio.Future] = []
         super().__init__(*args, **kwargs)
 
     async def _read(self) -> None:
@@ -103,8 +142,21 @@ class TimedProc(Proc):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.line_times.append((time.time(), line))
             self.lines.append(line)
+            m = OPENED_LINE.match(line)
+            if m and m.group(1) not in self.on_disk and len(self._watchers) < 64:
+                self._watchers.append(asyncio.ensure_future(self._watch(m.group(1), m.group(2))))
             self._changed.set()
         self._changed.set()
+
+    async def _watch(self, stream: str, path: str) -> None:
+        """Poll the new file (off the loop) until it holds its first keyframe."""
+        full = str(self.err_path.parent / path)  # (absolute paths stay as they are)
+        deadline = time.monotonic() + ON_DISK_TIMEOUT_S
+        while time.monotonic() < deadline and stream not in self.on_disk:
+            if await asyncio.to_thread(keyframe_in_file, full):
+                self.on_disk.setdefault(stream, time.time())
+                return
+            await asyncio.sleep(ON_DISK_POLL_S)
 
 
 def renice(procs: list[Proc], nice: int, flag: str, notes: list[str]) -> None:
@@ -299,6 +351,12 @@ class Bench:
         self.run_no = 0
 
     def publisher_argv(self, room: str, stream: str) -> list[str]:
+        if self.opts.source == "gst":
+            # Proc runs `venv-python -u ARGV`: exec the system Python (GStreamer's gi) in its place,
+            # same pid.  No --password: the default password, as the bench's recorders use.
+            return ["-c", "import os, sys; os.execv(sys.argv[1], sys.argv[1:])", GST_PYTHON, "-u",
+                    str(GST_PUBLISHER), "--server", self.server_url, "--room", room, "--streamid", stream,
+                    "--filesrc", str(self.media)]
         argv = [str(ROOT / "publish.py"), "--server", self.server_url, "--room", room, "--streamid", stream]
         if self.opts.source == "test":
             argv += ["--test", "--vp8", "--width", "320", "--height", "240", "--framerate", "15", "--bitrate", "300"]
@@ -312,6 +370,10 @@ class Bench:
             rec = d / "rec"
             root = Path(self.opts.baseline) if config == "baseline" else ROOT
             return [("rec", [str(root / "publish.py"), *common, "--record-room", "--record-dir", str(rec)], rec)]
+        if config == "workers":  # ours with --workers N: CPU and memory summed over its process tree
+            rec = d / "rec"
+            return [("rec", [str(ROOT / "publish.py"), *common, "--record-room", "--record-dir", str(rec),
+                             "--workers", str(self.opts.workers)], rec)]
         if config == "decode":
             rec = d / "rec"
             return [("dec", [str(ROOT / "bench" / "decode_viewer.py"), *common, "--record-room", "--record-dir", str(rec)], rec)]
@@ -347,12 +409,12 @@ class Bench:
             else:
                 await recs[0].wait_for(READY[config], k, ready_timeout)
             res["ready_s"] = round(time.monotonic() - t_rec, 2)
-            res["startup_cpu_s"] = round(sum(read_cpu_s(p.pid) or 0.0 for p in recs), 2)
+            res["startup_cpu_s"] = round(sum(read_tree_cpu_s(p.pid) or 0.0 for p in recs), 2)
             await asyncio.sleep(self.opts.settle)
 
             # steady-state window
             procs_all = recs + pubs + [self.server]
-            c0 = {p.pid: read_cpu_s(p.pid) for p in procs_all}
+            c0 = {p.pid: (read_tree_cpu_s if p in recs else read_cpu_s)(p.pid) for p in procs_all}
             u0 = read_udp_rcvbuf_errors()
             m0 = read_machine_cpu()
             t0 = time.monotonic()
@@ -363,11 +425,11 @@ class Bench:
                     raise RuntimeError(f"died during the window: {', '.join(dead)}\n" + "\n".join(
                         p.tail() for p in recs + pubs if not p.alive))
                 await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-            c1 = {p.pid: read_cpu_s(p.pid) for p in procs_all}
+            c1 = {p.pid: (read_tree_cpu_s if p in recs else read_cpu_s)(p.pid) for p in procs_all}
             m1 = read_machine_cpu()
             u1 = read_udp_rcvbuf_errors()
             wall = time.monotonic() - t0
-            mem = [read_mem_kb(p.pid) for p in recs]
+            mem = [read_tree_mem_kb(p.pid) for p in recs]
 
             def delta(ps: list[Proc]) -> float:
                 return sum((c1[p.pid] or 0.0) - (c0[p.pid] or 0.0) for p in ps if c0[p.pid] is not None)
@@ -400,7 +462,7 @@ class Bench:
             while any(p.alive for p in recs) and time.monotonic() < end:
                 for p in recs:
                     if p.alive:
-                        hwm[p.pid] = max(hwm[p.pid], read_mem_kb(p.pid).get("VmHWM", 0))
+                        hwm[p.pid] = max(hwm[p.pid], read_tree_mem_kb(p.pid).get("VmHWM", 0))
                 await asyncio.sleep(0.02)
             killed = [p.name for p in recs if p.alive]
             if killed:
@@ -421,11 +483,14 @@ class Bench:
             await stop_all(pubs, 15.0)
             sent = {}
             for s, p in zip(streams, pubs):
-                stats = p.stats_lines()
+                stats = [{STATS_KEYS.get(key, key): v for key, v in x.items()} for x in p.stats_lines()]
                 sent[s] = {kind: sum(x.get(f"{kind}_frames", 0) for x in stats) for kind in ("video", "audio")}
                 if self.opts.source == "file" and sent[s]["video"] >= self.media_frames - 2:
                     res["notes"].append(f"{s}: publisher reached the end of the file and looped "
                                         "(results invalid: looping --filesrc bursts); raise --media-seconds")
+                if self.opts.source == "gst" and sent[s]["video"] >= self.media_frames - 2:
+                    res["notes"].append(f"{s}: publisher reached the end of the file and stopped sending "
+                                        "(results invalid); raise --media-seconds")
 
             # frames recorded: manifests (or the decode viewer's DECODED line)
             got: dict[str, dict] = {s: {"video": 0, "audio": 0, "silence": 0, "dropped": 0, "bytes": 0, "files": 0}
@@ -481,7 +546,10 @@ class Bench:
             for p in recs:
                 err = p.err_path.read_text(errors="replace") if p.err_path.exists() else ""
                 played.update(play_times(err))
-                opened.update(first_line_times(getattr(p, "line_times", []), READY[config]))
+                if config == "decode":
+                    opened.update(first_line_times(getattr(p, "line_times", []), READY[config]))
+                else:  # the first keyframe in the file (not the line announcing it)
+                    opened.update(getattr(p, "on_disk", {}))
             delays = [opened[s] - played[s] for s in streams if s in played and s in opened]
             res["play_to_keyframe_s"] = spread(delays)
             if len(delays) < k:
@@ -548,7 +616,8 @@ def print_report(results: list[dict], info: dict, opts: argparse.Namespace) -> N
     log(f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['mem_gb']} GB; load average at start "
         f"{' '.join(info['loadavg_at_start'])}; Python {info['python']}, aiortc {v['aiortc']}, av {v['av']}")
     src = (f"{opts.codec} {opts.width}x{opts.height}@{opts.fps} ~{opts.kbps} kbit/s, IDR every {opts.gop:g} s, Opus mono "
-           f"(--filesrc, no re-encoding)" if opts.source == "file" else "--test VP8 320x240@15 (encoded by each publisher)")
+           f"({'gst_publisher.py --filesrc, GStreamer' if opts.source == 'gst' else '--filesrc'}, no re-encoding)"
+           if opts.source in ("file", "gst") else "--test VP8 320x240@15 (encoded by each publisher)")
     log(f"publishers: {src}; window {opts.seconds:g} s per configuration after every stream's file is open "
         f"(+{opts.settle:g} s settle); fresh publishers for each configuration")
     log("")
@@ -803,8 +872,8 @@ async def amain(opts: argparse.Namespace) -> int:
         for name, popts in presets:
             media = work / f"source-{name}.{'ts' if popts.codec == 'h264' else 'webm'}"
             media_frames = 0
-            if popts.source == "file":
-                # --filesrc loops the file, but looping passthrough does not keep real-time pace
+            if popts.source in ("file", "gst"):
+                # --filesrc loops the file (gst: plays it once), but looping passthrough does not keep real-time pace
                 # (see README): make it long enough never to loop within one configuration.
                 length = popts.media_seconds or (popts.seconds + popts.settle + 30 + 3 * max(ks))
                 t = time.monotonic()
@@ -866,9 +935,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--baseline", metavar="DIR",
                    help="also run `ours` from another checkout (e.g. `git worktree add /tmp/base REV`), side by side: "
                         "configuration `baseline`")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="worker processes of the `workers` configuration (`ours` with --workers N; default 2)")
     p.add_argument("--json", metavar="FILE", help="also write all figures as JSON")
-    p.add_argument("--source", choices=("file", "test"), default="file",
-                   help="publishers send a pre-encoded file (default) or encode a small --test pattern")
+    p.add_argument("--source", choices=("file", "gst", "test"), default="file",
+                   help="publishers send a pre-encoded file (default: publish.py --filesrc; gst: GStreamer's "
+                        "tests/support/gst_publisher.py --filesrc, per-packet work in C) or encode a small --test pattern")
     p.add_argument("--codec", choices=("h264", "vp8"), help="video codec of the file (h264: MPEG-TS, vp8: WebM; overrides the preset)")
     p.add_argument("--width", type=int, help="overrides the preset")
     p.add_argument("--height", type=int, help="overrides the preset")

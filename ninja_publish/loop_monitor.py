@@ -123,3 +123,20 @@ class LoopMonitor:
             self._due = None
             now = self.clock()
             self.record(now - due, now)
+
+
+def combine(main: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``loop`` entry for a recorder with worker processes: the worst
+    stall of any process, stalls counted over all of them, each worker's own
+    figures under ``workers``."""
+    if not workers:
+        return main
+    every = [main, *workers]
+    worst = max(every, key=lambda f: f.get("max_stall_ms") or 0.0)
+    out = dict(main)
+    out["max_stall_ms"] = worst.get("max_stall_ms")
+    out["max_stall_at"] = worst.get("max_stall_at")
+    for key in ("stalls_over_100ms", "stalls_over_250ms", "wakes"):
+        out[key] = sum(int(f.get(key) or 0) for f in every)
+    out["workers"] = workers
+    return out

@@ -4,7 +4,8 @@ On ``--record-room`` (or ``--record STREAMID`` alone) the plugin turns the
 client into a viewer that records: it owns a ``MultiPeerClient`` that claims
 the signaling of its per-stream recorders through the ``dispatch_message``
 hook, and the live status task.  One process, one WebSocket, one peer
-connection and one file per stream; nothing is spawned.
+connection and one file per stream; with ``--workers N`` the peer connections
+and files run in N worker processes (``ninja_publish.workers``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Optional
 from multi_peer_client import FINALISE_HOOKS_TIMEOUT_S, MIN_FREE_MB, MultiPeerClient, RecordingSettings, Signaling
 from ninja_publish import aiortc_adapter, announce, cli_types, codecs
 from ninja_publish.protocol.limits import MAX_STREAMS
-from ninja_publish.loop_monitor import LoopMonitor
+from ninja_publish.loop_monitor import LoopMonitor, combine
 from ninja_publish.protocol.events import SignalEvent
 from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S
 from ninja_publish.recording.status import print_summary, run_status
+from ninja_publish.workers.pool import available_cores
 from plugins import ConfigurationError, call_hook, hookimpl
 
 if TYPE_CHECKING:
@@ -38,6 +40,12 @@ DEFAULT_RECORD_BITRATE = 4000
 _kbps = cli_types.number(int, "whole number of kbit/s", 0, hint="must be 0 (leave it to the publisher) or more")
 _megabytes = cli_types.number(int, "whole number of MB", 0, hint="must be 0 (off) or more")
 _seconds = cli_types.seconds_above_zero
+_count = cli_types.number(int, "whole number of worker processes (or auto)", 0, hint="must be 0 (none) or more")
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: a number of processes (0: none), or ``auto`` (one per available core)."""
+    return available_cores() if text.strip().lower() == "auto" else _count(text)
 
 
 def check_record_dir(path: str) -> None:
@@ -95,6 +103,10 @@ class RoomRecording:
         group.add_argument("--min-free", type=_megabytes, default=MIN_FREE_MB, metavar="MB",
                            help="no new file is opened while --record-dir has less free space than this "
                                 f"(MB, default {MIN_FREE_MB}; 0: no guard)")
+        group.add_argument("--workers", type=worker_count, default=0, metavar="N",
+                           help="record in N worker processes (auto: one per core) while this process keeps the "
+                                "one WebSocket; a worker that dies has its streams asked for again (default 0: "
+                                "everything in this process)")
         group.add_argument("--max-streams", type=cli_types.count, default=MAX_STREAMS, metavar="N",
                            help="record at most N streams at once; others are skipped (logged once each) "
                                 f"until a slot frees (default {MAX_STREAMS})")
@@ -115,7 +127,7 @@ class RoomRecording:
             noaudio=args.noaudio, novideo=args.novideo, prefer_codec=args.codec, bitrate_kbps=args.record_bitrate,
             finalise_timeout_s=args.finalise_timeout, connect_timeout_s=args.connect_timeout,
             min_free_mb=args.min_free, segment_seconds=args.segment_seconds, segment_mb=args.segment_size,
-            max_streams=args.max_streams,
+            max_streams=args.max_streams, workers=args.workers,
         )
         signaling = Signaling(client.send, client.identity, client.cipher, client.ice_configuration,
                               room=args.room, room_wire=client.room_wire)
@@ -154,7 +166,7 @@ class RoomRecording:
             self.recorder.manifest.data["loop"] = self.loop_monitor.figures()
         entries = await self.recorder.close()
         if self.loop_monitor is not None:  # again, with the shutdown itself
-            loop = self.recorder.manifest.data["loop"] = await self.loop_monitor.stop()
+            loop = self.recorder.manifest.data["loop"] = combine(await self.loop_monitor.stop(), self.recorder.worker_loops)
             self.recorder.manifest.write()
             log.info("event loop: longest stall %.0f ms (%d over 100 ms, %d over 250 ms)",
                      loop["max_stall_ms"], loop["stalls_over_100ms"], loop["stalls_over_250ms"])

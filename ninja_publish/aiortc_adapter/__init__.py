@@ -12,7 +12,13 @@ attribute is missing:
 - ``senders``: per-sender bitrate caps, encoder bitrate;
 - ``codec_order``: our answer's codec preference;
 - ``renegotiation``: receivers learn the payload types of every renegotiation;
-- ``remb``: bandwidth feedback once a second (sooner when falling), not per packet.
+- ``remb``: bandwidth feedback once a second (sooner when falling), not per
+  packet; the estimator fed once per packet group;
+- ``lean_receiver`` (with ``rtp_header``, ``assembler``, ``fast_depayload``):
+  an attached receiver's packets take a lean path (one header parse, frames
+  assembled for the sink directly, the same NACK/PLI/REMB/receiver reports);
+- ``datagrams``: those packets are handled as they arrive, not through
+  aioice's queue and the DTLS transport's task.
 
 ``install_interop()`` is what every peer connection needs (DTLS, bitrate
 caps); ``install()`` adds recording (frame tap, receive codecs, renegotiated

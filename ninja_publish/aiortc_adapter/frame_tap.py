@@ -14,6 +14,12 @@ process runs aiortc's own decoder as before.  ``attach`` also gives the receiver
 RTP timestamps ourselves), tells the sink each frame's SSRC (a new SSRC is
 an encoder restart: a new timeline segment), observes RTCP sender reports,
 and exposes PLI.
+
+A receiver attached before it starts (the recorder's case) goes further:
+its packets take :mod:`.lean_receiver` (and :mod:`.datagrams`) instead of
+aiortc's ``_handle_rtp_packet`` and jitter buffer, and its frames reach the
+sink from there, each with its SSRC; the queue above then only carries the
+end of the track.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.rtp import RtcpSrPacket
 
 from ninja_publish import codecs
+from ninja_publish.aiortc_adapter import datagrams, lean_receiver
 from ninja_publish.aiortc_adapter.patching import AdapterError, Patch, private
 from ninja_publish.protocol.limits import Throttle
 
@@ -168,7 +175,7 @@ def _dispatching_worker(original: Callable[..., Any]) -> Callable[..., Any]:
     return decoder_worker
 
 
-PATCHES = [Patch(rtcrtpreceiver, "decoder_worker", _dispatching_worker)]
+PATCHES = [Patch(rtcrtpreceiver, "decoder_worker", _dispatching_worker), *lean_receiver.PATCHES, *datagrams.PATCHES]
 
 
 def attach(receiver: RTCRtpReceiver, track: MediaStreamTrack, sink: FrameSink) -> "ReceiverControl":
@@ -184,7 +191,8 @@ def attach(receiver: RTCRtpReceiver, track: MediaStreamTrack, sink: FrameSink) -
     with _lock:
         _sinks[key] = tapped
     private(receiver, "RTCRtpReceiver", "decoder_queue")  # fails loudly if aiortc changed
-    if not private(receiver, "RTCRtpReceiver", "started"):  # (else its thread reads the real queue)
+    lean = not private(receiver, "RTCRtpReceiver", "started")  # (else its thread reads the real queue)
+    if lean:
         receiver._RTCRtpReceiver__decoder_queue = _DirectQueue(key, tapped)  # type: ignore[attr-defined]
     private(receiver, "RTCRtpReceiver", "timestamp_mapper")  # fails loudly if aiortc changed
     receiver._RTCRtpReceiver__timestamp_mapper = _RawTimestamps()  # type: ignore[attr-defined]
@@ -210,7 +218,19 @@ def attach(receiver: RTCRtpReceiver, track: MediaStreamTrack, sink: FrameSink) -
         await original_rtp(packet, arrival_time_ms=arrival_time_ms)
 
     receiver._handle_rtcp_packet = observe_rtcp  # type: ignore[method-assign]
-    receiver._handle_rtp_packet = observe_rtp  # type: ignore[method-assign]
+    if lean:  # every packet through the lean receive path, frames straight to the sink
+        def deliver(name: str, data: bytes, timestamp: int, ssrc: int) -> None:
+            if not tapped.detached:
+                sink.on_frame(name, data, timestamp, ssrc)
+
+        private(receiver.transport._rtp_header_extensions_map, "HeaderExtensionsMap", "ids")  # the fast path reads it
+        handler = lean_receiver.LeanReceive(receiver, deliver)
+        setattr(receiver, lean_receiver.LEAN_ATTR, handler)
+        receiver._handle_rtp_packet = handler.handle_packet  # type: ignore[method-assign]
+        if datagrams.PATCHES[0].applied:
+            datagrams.install_shortcut(receiver)
+    else:
+        receiver._handle_rtp_packet = observe_rtp  # type: ignore[method-assign]
     return ReceiverControl(receiver)
 
 

@@ -203,10 +203,10 @@ class ControlServer:
             try:
                 live = {r.plain_id: r for r in list(self.recorder.recorders.values()) if not r.end_reason}
                 stale = await self.previews.refresh(
-                    (stream, r.writer.last_keyframe, r.writer.last_audio) for stream, r in live.items())
+                    (stream, *r.preview_sources()) for stream, r in live.items())
                 for stream in stale:  # a thumbnail is due and no keyframe came: ask for one (PLI)
                     if stream in live and not live[stream].end_reason:
-                        live[stream].writer.maybe_request_keyframe()
+                        live[stream].request_keyframe()
             except Exception:  # noqa: BLE001 - previews are a nicety: never the recorder's problem
                 log.exception("control page: previews failed")
             self._notify()

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ninja_publish.control.thumbnails import Previews
 
 if TYPE_CHECKING:
-    from multi_peer_client import MultiPeerClient
-    from ninja_publish.recording.recorder import StreamRecorder
+    from multi_peer_client import MultiPeerClient, Recorder
 
 #: Finalised parts listed in a snapshot (the newest; ``finished_count`` has them all).
 MAX_FINISHED = 50
@@ -24,22 +23,15 @@ FINISHED_FIELDS = ("stream_id", "part", "video_codec", "audio_codec", "width", "
                    "video_frames", "dropped_frames", "video_kbps", "audio_kbps", "av_sync", "end_reason", "error")
 
 
-def _sync_mode(recorder: "StreamRecorder") -> str:
-    """``rtcp`` (sender reports), ``arrival``, or ``pending`` (not decided yet); as the manifest's ``av_sync``."""
-    use = recorder.writer.timeline.use_sender_reports
-    return "pending" if use is None else ("rtcp" if use else "arrival")
-
-
-def stream_row(recorder: "StreamRecorder", held: bool, previews: Optional[Previews]) -> dict[str, Any]:
+def stream_row(recorder: "Recorder", held: bool, previews: Optional[Previews]) -> dict[str, Any]:
     """A live recorder's row: its status-table row plus part, frames lost, sync mode, preview."""
     row = dict(recorder.status())
-    muxer = recorder.writer.muxer
-    lost = recorder.writer.dropped_frames + (muxer.stats.dropped_frames if muxer is not None else 0)
+    figures = recorder.live_figures()  # frames lost; sync: rtcp, arrival or pending (as the manifest's av_sync)
     item = previews.items.get(recorder.plain_id) if previews is not None else None
     row.update({
         "part": recorder.part,
-        "frames_lost": lost,
-        "sync": _sync_mode(recorder),
+        "frames_lost": figures["frames_lost"],
+        "sync": figures["sync"],
         "held": held,
         "end_reason": recorder.end_reason,
         "thumbnail": item.version if item is not None and item.jpeg is not None else None,

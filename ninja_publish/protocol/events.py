@@ -162,7 +162,8 @@ def classify(msg: dict, room_wire: Optional[str] = None) -> SignalEvent:
         return ViewRequest(peer, None, "offerSDP")
     if peer and request == "play":
         return ViewRequest(peer, stream_id, "play")
-    cands = tuple(msg.get("candidates") or ())
+    listed_cands = msg.get("candidates")  # only a list's dict items are candidates (never raises)
+    cands = tuple(c for c in listed_cands if isinstance(c, dict)) if isinstance(listed_cands, list) else ()
     desc = msg.get("description")
     if isinstance(desc, dict) and desc.get("type") in ("offer", "answer"):
         return Description(peer, session_of(msg), str(desc["type"]), str(desc.get("sdp") or ""), stream_id, cands)

@@ -25,6 +25,9 @@ MAX_CANDIDATES = 64
 MAX_CHANNEL_MESSAGE_BYTES = 2 * MAX_SDP_BYTES + 4096
 #: ``--max-streams`` default: streams recorded (or asked for) at once.
 MAX_STREAMS = 64
+#: Most room members (UUIDs) the room recorder keeps track of at once: on a relay
+#: anyone can announce made-up ids; beyond this, new ones are ignored (logged).
+MAX_MEMBERS = 10_000
 #: A refusal is logged at most once per key this often (seconds).
 LOG_INTERVAL_S = 60.0
 

@@ -2,10 +2,18 @@
 
 ``FrameWriter`` receives the encoded frames of a stream's audio and video
 tracks (from the frame tap, on the event loop), waits until every negotiated
-track delivered and RTCP sender reports fixed the shared timeline (bounded
-waits, then arrival times), writes from a keyframe on, drops broken frames
-until the next keyframe, asks for keyframes (PLI) when it needs one, and
-hands everything to ``PassthroughMuxer``.
+track delivered, writes from a keyframe on, drops broken frames until the
+next keyframe, asks for keyframes (PLI) when it needs one, and hands
+everything to ``PassthroughMuxer``.
+
+Start: the video is written at once (the file opens at its first keyframe:
+the *lead* of :meth:`StreamTimeline.start_lead`, placed on its arrival time);
+only the audio waits (in memory, at most ``SR_WAIT_S``) until RTCP sender
+reports fix its place against the video (``SR_WANTED`` per track, else
+arrival times), then goes to the file behind it.  So a file starts a few
+frames after ``play`` and its lip sync is that of the sender reports.  The
+part's ``first_frame_time`` is the video's arrival until then, and its
+capture time from the reports once they came.
 
 Parts: the stream's recording is cut into a new file (part) at a video
 keyframe when a track is added by a renegotiation (a camera or microphone
@@ -43,7 +51,8 @@ from ninja_publish.recording.write_queue import QueuedMuxer
 
 log = logging.getLogger(__name__)
 
-#: How long frames wait for ``SR_WANTED`` RTCP sender reports on every track.
+#: How long audio waits for ``SR_WANTED`` RTCP sender reports on every track (the
+#: video is written meanwhile; a stream with one track waits for nothing).
 SR_WAIT_S = 5.0
 SR_WANTED = 3
 #: How long frames wait for every negotiated track to deliver its first frame.
@@ -181,13 +190,13 @@ class FrameWriter:
         if (kind == "video" and self.muxer is None and self._need_keyframe and self.error is None
                 and not codecs.is_keyframe(codec, data)):
             self.maybe_request_keyframe()
-        if self.timeline.use_sender_reports is None:
+        if self.timeline.ready(kind):
+            self._write(kind, codec, data, ext)
+        else:
             self._pending.append((kind, codec, data, ext))
             if len(self._pending) > MAX_PENDING_FRAMES:
                 self._pending.pop(0)
             self._maybe_flush()
-        else:
-            self._write(kind, codec, data, ext)
 
     @property
     def _name(self) -> str:
@@ -196,7 +205,9 @@ class FrameWriter:
     def tick(self) -> None:
         """Called about once a second: timeouts and periodic keyframe requests."""
         self._maybe_flush()
-        if self._tail is not None and time.monotonic() >= self._tail[2]:
+        # (a part cut while the audio still waits for the timeline gets that audio first)
+        if (self._tail is not None and time.monotonic() >= self._tail[2]
+                and self.timeline.use_sender_reports is not None):
             self._finish_tail()
         # (not while a write problem keeps the file closed: its new muxer waits for one)
         if "video" in self.kinds and (self._need_keyframe or self._roll is not None) \
@@ -210,14 +221,22 @@ class FrameWriter:
             self._request_keyframe()
 
     def _maybe_flush(self, force: bool = False) -> None:
-        """Fix the timeline and write the buffered frames once every track delivered
-        and has its sender reports, or the waits ran out (or ``force``)."""
+        """Once every track delivered: write the video at once (the timeline's lead);
+        fix the timeline and write the audio once every track has its sender
+        reports, or the waits ran out (or ``force``)."""
         if self.timeline.use_sender_reports is not None or self._first_arrival is None:
             return
         waited = time.monotonic() + self._wall_minus_monotonic - self._first_arrival
         have_all = bool(self.kinds) and all(k in self.codecs for k in self.kinds)
         if not have_all and waited < TRACK_WAIT_S and not force:
             return  # a negotiated track has not delivered yet
+        if (self.timeline.lead is None and len(self.codecs) > 1
+                and self.codecs.get("video") in SUPPORTED_CODECS["video"]):
+            self.timeline.start_lead("video")  # the file opens at the first keyframe, now
+            video = [frame for frame in self._pending if frame[0] == "video"]
+            self._pending = [frame for frame in self._pending if frame[0] != "video"]
+            for kind, codec, data, ext in video:
+                self._write(kind, codec, data, ext)
         # the offset is a minimum over reports: wait for a few (one late report skews it)
         aligned = len(self.codecs) == 1 or self.timeline.have_all_reports(self.codecs, SR_WANTED)
         if not aligned and waited < SR_WAIT_S and not force:
@@ -232,6 +251,12 @@ class FrameWriter:
                         self._name, MAX_SR_DISAGREEMENT_S)
         elif not self.timeline.use_sender_reports and len(self.codecs) > 1:
             log.info("%s: no RTCP sender reports in time: aligning audio/video by arrival", self._name)
+        # parts opened meanwhile (by the video): their first frame's capture time, now known
+        for muxer in (self.muxer, self._tail[0] if self._tail else None):
+            if muxer is not None and muxer.stats.first_frame_time is not None:
+                muxer.stats.first_frame_time = self.timeline.wall_time(muxer.stats.first_pts_us or 0)
+                if muxer is self.muxer:
+                    self.first_frame_wallclock = muxer.stats.first_frame_time
         pending, self._pending = self._pending, []
         for kind, codec, data, ext in pending:
             self._write(kind, codec, data, ext)
@@ -452,7 +477,7 @@ class FrameWriter:
         if self.closed:
             return False
         self.closed = True
-        if self.timeline.use_sender_reports is None and self._pending:
+        if self.timeline.use_sender_reports is None:
             self._maybe_flush(force=True)
         self._finish_tail()
         return True

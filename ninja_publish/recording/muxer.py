@@ -19,10 +19,12 @@ opening an encoder or decoder for the media itself:
   microphone, Opus DTX), audio starting after the video and audio ending
   before it are filled with pre-encoded 20 ms Opus silence, so the audio
   lasts as long as the recording (counted in :class:`MuxerStats`);
-* crash safety: packets are flushed to the OS as they are written
-  (``flush_packets=1``), FFmpeg's interleaving queue is capped at 0.1 s and
-  Matroska clusters are closed every :data:`MKV_CLUSTER_TIME_MS`, so a SIGKILL
-  loses at most ~0.2 s (MPEG-TS needs no trailer at all); the file is synced
+* crash safety and a quick start: packets are flushed to the OS as they are
+  written (``flush_packets=1``), FFmpeg's interleaving queue holds a packet
+  only until the next one and Matroska clusters are closed every
+  :data:`MKV_CLUSTER_TIME_MS` or :data:`MKV_CLUSTER_BYTES`, so the first
+  keyframe is in the file one or two frames after it was written and a
+  SIGKILL loses at most ~0.2 s (MPEG-TS needs no trailer at all); the file is synced
   to the disk about once a second off the calling thread
   (:mod:`.file_sync`), so a power loss loses about 1-2 s.  ``close()``
   writes cues and duration.
@@ -62,6 +64,7 @@ __all__ = [
     "extension_for",
     "MAX_AUDIO_BUFFER_US",
     "MKV_CLUSTER_TIME_MS",
+    "MKV_CLUSTER_BYTES",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,11 @@ MAX_AUDIO_BUFFER_US = 5_000_000
 #: 2-5 audio packets at 100 ms (0 ms loses one frame but costs ~14 kbit/s of
 #: cluster headers on audio-only files; 100 ms costs under 3 kbit/s).
 MKV_CLUSTER_TIME_MS = 100
+#: ... or once it holds this many bytes (checked at the next packet), so a video
+#: keyframe reaches the file with the next frame, not 100 ms later.  Audio-only
+#: files (well under 2 KB per 100 ms) keep their 100 ms clusters; a video cluster
+#: header costs ~20 bytes (under 5 kbit/s at 30 clusters a second).
+MKV_CLUSTER_BYTES = 2048
 #: An Opus packet that decodes to 20 ms of silence (CELT, fullband, one frame).
 OPUS_SILENCE_20MS = b"\xf8\xff\xfe"
 OPUS_FRAME_TICKS = 960
@@ -91,14 +99,17 @@ _VIDEO_CODECS = {name: codecs.CODECS[name].container for name in codecs.names("v
 _AUDIO_CODECS = set(codecs.names("audio"))
 _COMMON_OPTIONS = {
     "flush_packets": "1",  # hand every packet to the OS at once
-    # With audio silent (Opus DTX) FFmpeg's interleaver would hold video back
-    # for up to 10 s by default; cap that (microseconds) so nothing waits long
-    # in memory.  Audio arriving later than this is still written correctly.
-    "max_interleave_delta": "100000",
+    # While a stream has no packet queued (audio not started yet, Opus DTX)
+    # FFmpeg's interleaver holds the others back, by default up to 10 s.  Our
+    # packets come in arrival order, close to timestamp order already: hold a
+    # packet only until the next one (1 us; 0 would mean no limit), so the
+    # first keyframe reaches the file with the next frame.  Audio arriving
+    # later (out of order) is still written correctly.
+    "max_interleave_delta": "1",
 }
 _FORMAT_OPTIONS = {
     "mpegts": {},
-    "matroska": {"cluster_time_limit": str(MKV_CLUSTER_TIME_MS)},
+    "matroska": {"cluster_time_limit": str(MKV_CLUSTER_TIME_MS), "cluster_size_limit": str(MKV_CLUSTER_BYTES)},
 }
 
 
@@ -563,10 +574,14 @@ class PassthroughMuxer:
         except OSError:
             pass
 
+    def _size(self) -> int:
+        """The file's size now (``fstat`` of our descriptor: no path lookup per packet)."""
+        return os.fstat(self._fd).st_size if self._fd >= 0 else os.path.getsize(self.path)
+
     def _refresh_size(self) -> None:
         self._size_checked_us = self.stats.last_pts_us or 0
         try:
-            self.stats.bytes_written = os.path.getsize(self.path)
+            self.stats.bytes_written = self._size()
         except OSError:
             pass
 
@@ -574,7 +589,7 @@ class PassthroughMuxer:
         """A write succeeded: remember the size of the file written whole so far."""
         if self._container is not None:
             try:
-                self._good_size = os.path.getsize(self.path)
+                self._good_size = self._size()
             except OSError:
                 pass
 

@@ -27,6 +27,7 @@ from ninja_publish import aiortc_adapter
 from ninja_publish.protocol import limits
 from ninja_publish.protocol import wire as vp
 from ninja_publish.recording.frame_writer import FrameWriter
+from ninja_publish.recording.manifest import RecordingManifest
 from ninja_publish.webrtc.channel import DATA_CHANNEL_LABEL, ChannelLink
 from ninja_publish.webrtc.guard import guarded
 from ninja_publish.webrtc.ice import add_remote_candidates, ice_ufrags, local_candidates
@@ -358,6 +359,31 @@ class StreamRecorder:
                 await result
         finally:
             self.finished.set()
+
+    @property
+    def path_without_ext(self) -> str:
+        """The current (or next) file's path, without its extension."""
+        return self.writer.path_without_ext
+
+    def manifest_entry(self, stats: Any) -> dict:
+        """The manifest entry of the part ``stats`` describes (None: nothing recorded)."""
+        return RecordingManifest.entry(self, stats)
+
+    def live_figures(self) -> dict:
+        """What the control page shows besides :meth:`status`: frames lost so far and
+        how audio and video are aligned (``rtcp``, ``arrival`` or ``pending``)."""
+        muxer = self.writer.muxer
+        use = self.writer.timeline.use_sender_reports
+        return {"frames_lost": self.writer.dropped_frames + (muxer.stats.dropped_frames if muxer is not None else 0),
+                "sync": "pending" if use is None else ("rtcp" if use else "arrival")}
+
+    def preview_sources(self) -> tuple[Any, Any]:
+        """The newest video keyframe and audio packet (for the control page's previews)."""
+        return self.writer.last_keyframe, self.writer.last_audio
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe (PLI), at most once a second."""
+        self.writer.maybe_request_keyframe()
 
     def status(self) -> dict:
         """A snapshot for the live status table."""

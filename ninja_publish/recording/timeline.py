@@ -14,6 +14,13 @@ following them through the session (:meth:`TrackClock.follow`: slewed,
 never reordering), so a sound card clock that drifts against the video's
 keeps lip sync for hours.  :meth:`StreamTimeline.wall_time` gives the
 capture wall-clock time of any point of the timeline.
+
+A *lead* track (the video, :meth:`StreamTimeline.start_lead`) can be placed on
+the timeline at once, on its arrival time, before the sender reports that
+align the other tracks have come: :meth:`StreamTimeline.freeze` later keeps
+the lead where it was and places the others relative to it by the reports (or
+arrival times), so the recording starts at once and lip sync is as exact as
+if everything had waited for the reports.
 """
 
 from __future__ import annotations
@@ -211,8 +218,14 @@ class StreamTimeline:
     def __init__(self) -> None:
         self.tracks: dict[str, TrackClock] = {}
         self.use_sender_reports: Optional[bool] = None
+        #: per track: timeline seconds minus RTP seconds (timeline = the anchors' clock minus ``_base``)
         self._offsets: dict[str, float] = {}
         self._shift = 0.0  # sender clock minus local clock (for tracks that start late)
+        #: the anchors' clock (sender NTP, or arrival) minus the timeline's: nonzero when a
+        #: lead track was placed before ``freeze`` and kept where it was
+        self._base = 0.0
+        #: the track placed early on its arrival time (``start_lead``), None if none was
+        self.lead: Optional[str] = None
         self.sender_reports_rejected = False
 
     def track(self, kind: str) -> TrackClock:
@@ -220,6 +233,19 @@ class StreamTimeline:
         if kind not in self.tracks:
             self.tracks[kind] = TrackClock(self.CLOCK_RATES[kind])
         return self.tracks[kind]
+
+    def start_lead(self, kind: str) -> None:
+        """Place ``kind`` on the timeline now, on its arrival time (before ``freeze``):
+        its frames can be written at once; the other tracks wait for ``freeze``,
+        which keeps this one where it is and aligns them with it."""
+        if self.use_sender_reports is not None or self.lead is not None:
+            return
+        self.lead = kind
+        self._offsets[kind] = _offset(self.track(kind).arrival_offset)
+
+    def ready(self, kind: str) -> bool:
+        """Can frames of ``kind`` be placed on the timeline now (frozen, or the lead)?"""
+        return self.use_sender_reports is not None or kind == self.lead
 
     def have_all_reports(self, kinds, count: int = 1) -> bool:
         """True when every track in ``kinds`` has had ``count`` sender reports."""
@@ -230,16 +256,24 @@ class StreamTimeline:
 
         Reports are consistent when they put every track's first frame at the
         same distance from its arrival (within ``MAX_SR_DISAGREEMENT_S``);
-        a stream with one track needs no reports.
+        a stream with one track needs no reports.  A lead track placed
+        earlier (:meth:`start_lead`) stays where it is: the others are placed
+        relative to it exactly as they would have been without it.
         """
+        if self.use_sender_reports is not None:
+            return
         kinds = [k for k in kinds if k in self.tracks]
         reports = len(kinds) > 1 and self.have_all_reports(kinds)
         self.sender_reports_rejected = reports and not self._consistent(kinds)
         self.use_sender_reports = reports and not self.sender_reports_rejected
+        offsets = {}
         for kind in kinds:
             clock = self.tracks[kind]
             offset = clock.sr_offset if self.use_sender_reports else clock.arrival_offset
-            self._offsets[kind] = offset if offset is not None else 0.0
+            offsets[kind] = offset if offset is not None else 0.0
+        if self.lead is not None and self.lead in offsets:
+            self._base = offsets[self.lead] - self._offsets[self.lead]
+        self._offsets.update({kind: offset - self._base for kind, offset in offsets.items()})
         if self.use_sender_reports:  # sender clock minus local clock, for late tracks
             self._shift = min(_offset(self.tracks[k].sr_offset) - _offset(self.tracks[k].arrival_offset)
                               for k in kinds)
@@ -264,9 +298,10 @@ class StreamTimeline:
 
         Aligned by sender reports, the timeline is the sender's NTP clock (its
         capture time); when that clock is more than ``MAX_SENDER_CLOCK_ERROR_S``
-        from ours, or without reports, it is our arrival clock.
+        from ours, or without reports (or before ``freeze``: the lead's arrival), it is
+        our arrival clock.
         """
-        seconds = us / 1_000_000
+        seconds = us / 1_000_000 + self._base
         if not self.use_sender_reports:
             return seconds
         if abs(self._shift - NTP_UNIX_OFFSET) <= MAX_SENDER_CLOCK_ERROR_S:
@@ -274,11 +309,12 @@ class StreamTimeline:
         return seconds - self._shift
 
     def to_us(self, kind: str, extended_ts: int) -> int:
-        """Microseconds on the shared timeline for an extended timestamp (after freeze)."""
+        """Microseconds on the shared timeline for an extended timestamp (after freeze,
+        or of the lead track after :meth:`start_lead`)."""
         clock = self.tracks[kind]
         if kind not in self._offsets:  # a track that appeared after freezing: same clock domain
-            self._offsets[kind] = (clock.arrival_offset or 0.0) + self._shift
+            self._offsets[kind] = (clock.arrival_offset or 0.0) + self._shift - self._base
         offset = self._offsets[kind]
         if self.use_sender_reports:  # follow the sender's reports (clock drift), smoothly
-            offset += clock.follow(extended_ts, offset)
+            offset += clock.follow(extended_ts, offset + self._base)
         return round((extended_ts / clock.clock_rate + offset) * 1_000_000)

@@ -5,7 +5,9 @@ calls ``write_video``/``write_audio``/``aclose`` and returns at once; the
 writes run in order on a small thread pool shared by every stream (one
 drain job per muxer at a time, so one stream's writes never reorder and a
 slow disk holds no other stream's writes behind a lock), handed over in
-batches every ``BATCH_S`` (one thread wake-up per batch, not per frame).  What the loop
+batches every ``BATCH_S`` (one thread wake-up per batch, not per frame; until
+the file has started and for ``UNBATCHED_S`` after, at once, so its first
+keyframe reaches the file without waiting).  What the loop
 needs to know back (the file started, the file failed) is reported with
 ``on_change`` on the loop.
 
@@ -25,6 +27,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Optional
 
 from ninja_publish.recording.muxer import MuxerStats, PassthroughMuxer
@@ -36,6 +39,8 @@ MAX_QUEUED = 4000
 #: Writes are handed to the pool in batches at most this often (a thread wake-up per
 #: batch, not per frame); what waits here is in memory only this long.
 BATCH_S = 0.05
+#: A new file's writes are handed over one by one until it started and this long after.
+UNBATCHED_S = 1.0
 #: Threads shared by every file's writes (writes are short; they only wait on a slow disk).
 POOL_THREADS = max(2, min(8, (os.cpu_count() or 2) * 2))
 
@@ -83,6 +88,7 @@ class QueuedMuxer:
         #: what the loop has been told: the file started / failed
         self.started = False
         self.failed = False
+        self._unbatched_until = 0.0  # (monotonic) the file's first writes go at once
         self.queue_dropped = 0
 
     @property
@@ -141,7 +147,7 @@ class QueuedMuxer:
             if self._draining or self._kick_pending:
                 return
             self._kick_pending = True
-        if force:
+        if force or not self.started or time.monotonic() < self._unbatched_until:
             self._kick()
         else:
             assert self._loop is not None
@@ -159,6 +165,8 @@ class QueuedMuxer:
     def _report(self) -> None:
         """On the loop: tell the owner what changed."""
         changed = (self.muxer.stats.started and not self.started) or (self.muxer.failed and not self.failed)
+        if self.muxer.stats.started and not self.started:
+            self._unbatched_until = time.monotonic() + UNBATCHED_S
         self.started = self.muxer.stats.started
         self.failed = self.muxer.failed
         if changed:

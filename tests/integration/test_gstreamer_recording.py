@@ -57,7 +57,8 @@ from gi.repository import Gst, GstWebRTC, GstSdp
 import websockets, cryptography
 Gst.init(None)
 missing = [e for e in ("webrtcbin", "nicesrc", "dtlssrtpenc", "sctpenc", "vp8enc", "x264enc", "opusenc",
-                       "rtpvp8pay", "rtph264pay", "rtpopuspay", "videotestsrc", "audiotestsrc")
+                       "rtpvp8pay", "rtph264pay", "rtpopuspay", "videotestsrc", "audiotestsrc",
+                       "tsdemux", "matroskademux", "h264parse", "opusparse", "clocksync")
            if Gst.ElementFactory.find(e) is None]
 print(Gst.version_string(), "missing:", " ".join(missing) if missing else "none")
 """
@@ -257,3 +258,53 @@ async def test_gstreamer_publishers_without_password_and_record_bitrate(tmp_path
         assert entry.get("requested_kbps") == kbps, entry
         assert 0.5 * kbps <= entry.get("video_kbps", 0) <= 1.5 * kbps, entry
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+async def test_gstreamer_filesrc_sends_the_file_as_is(tmp_path: Path, netns: NetNamespace, codec: str) -> None:
+    """``gst_publisher.py --filesrc``: a file's own frames, no encoder, from its start, in real time.
+
+    The publisher holds the demuxed file until the recorder's connection is
+    up, then sends it once, paced by ``clocksync``: every frame of the file is
+    sent (its ``STATS``), the recording starts with the file's first frame and
+    holds the file's frames in order, each byte for byte (H.264: its slice NAL
+    units), and the file took about its own length to send (not a burst)."""
+    from ninja_publish.recording.muxer import PassthroughMuxer
+    from tests.support import media_helpers as mh
+    from tests.support.same_bytes import loop_positions, video_pictures
+
+    fps, n_video, n_audio = 15, 75, 250  # 5 s, a keyframe every second
+    muxer = PassthroughMuxer(str(tmp_path / "clip"), codec, "opus")
+    for kind, packet in mh.interleave(mh.encode_video(codec, n_video, fps=fps, gop=fps), mh.encode_opus(n_audio)):
+        if kind == "video":
+            muxer.write_video(packet.data, packet.pts_us, packet.is_key)
+        else:
+            muxer.write_audio(packet.data, packet.pts_us)
+    muxer.close()
+    source = video_pictures(muxer.path, codec)
+    assert len(source) == n_video
+    async with GstRoom(tmp_path, netns) as scene:
+        recorder = await scene.recorder("fileroom")
+        publisher = await scene.publisher("fileroom", "clip", codec, "--filesrc", muxer.path)
+        await recorder.wait_for(r"^recording clip -> ", timeout=40)
+        (end,) = await publisher.wait_for(r"^viewer \S+: end of the file, ([\d.]+) s after connecting", timeout=40)
+        assert await recorder.stop() == 0
+        await publisher.wait_for(r"^STATS ", timeout=15)
+        assert await publisher.stop() == 0
+    assert "Traceback" not in publisher.stderr()
+    (stats,) = publisher.stats()
+    (entry,) = load_manifest(tmp_path / "rec")["streams"]
+    assert stats["codec"] == codec and stats["bitrate_kbps"] is None, stats  # no encoder
+    # held until connected: the whole file was sent, nothing lost before the connection
+    assert stats["video_frames_sent"] == n_video and stats["audio_packets_sent"] == n_audio, stats
+    # paced in real time: sending took about the file's length (a burst takes a fraction of a second)
+    assert float(end.group(1)) >= 0.8 * n_video / fps, end.group(0)
+    report = check_file(entry["file"])
+    assert report.container == CONTAINER[codec] and report.video_codec in DECODER_NAMES[codec], report
+    assert report.audio_codec == "opus" and report.decode_errors == 0 and report.first_video_is_key, report
+    # sent as is, from the file's start: each recorded frame is the file's frame, in order
+    positions = loop_positions(video_pictures(entry["file"], codec), source)
+    assert positions[0] == 0, positions
+    assert positions == sorted(set(positions)), positions
+    assert len(positions) >= MIN_SHARE * n_video, positions
+    assert report.audio_frames >= MIN_SHARE * n_audio, report

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
+
 from tests.support.delivery_servers import WebhookReceiver, free_port
 from tests.support.file_checks import check_file
 from tests.support.procs import Scene, load_manifest
 
 
-async def test_events_are_signed_retried_and_in_order_per_stream(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])  # hooks behave the same with the streams in worker processes
+async def test_events_are_signed_retried_and_in_order_per_stream(tmp_path, workers):
     async with WebhookReceiver(secret="s3cret", fail_first=1) as hooks, Scene(tmp_path) as scene:
-        recorder = await scene.recorder("wh", "--webhook", hooks.url, "--webhook-secret", "s3cret")
+        recorder = await scene.recorder("wh", "--webhook", hooks.url, "--webhook-secret", "s3cret", "--workers", workers)
         alice = await scene.publisher("wh", "alice", codec="vp8")
         await scene.publisher("wh", "bob", codec="h264")
         await recorder.wait_for(r"^recording (alice|bob) -> ", count=2, timeout=40)

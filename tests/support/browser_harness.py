@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import unquote, urlencode
 
+from tests.support.procs import descendants
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PAGE_DIR = Path(__file__).resolve().parent / "pages"
 CLOSE_TIMEOUT_S = 15.0
@@ -327,25 +329,6 @@ class BrowserPublisher(_TestPage):
 
 
 
-def _descendants(root: int) -> list[int]:
-    """PIDs of every process below ``root`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def kill_leftover_browsers() -> int:
     """SIGKILL any Chromium still running below this process; returns how many.
 
@@ -354,7 +337,7 @@ def kill_leftover_browsers() -> int:
     thread to the normal scheduler first lets the kill go through.
     """
     killed = 0
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             with open(f"/proc/{pid}/comm") as fh:
                 if "chrom" not in fh.read():

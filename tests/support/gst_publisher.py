@@ -31,6 +31,19 @@ a PC, as described in the project's protocol notes (section 4.1):
   ``videotestsrc``, Opus from ``audiotestsrc``; GStreamer's DTLS certificate
   is RSA.
 
+``--filesrc FILE`` sends a pre-encoded file instead, with no encoder (all
+per-packet work in GStreamer's C: a cheap publisher for benchmarks): MPEG-TS
+(``tsdemux``) or Matroska/WebM (``matroskademux``) holding H.264 (``h264parse !
+rtph264pay config-interval=-1``) or VP8 (``rtpvp8pay``) and Opus (``opusparse !
+rtpopuspay``).  Each viewer's pipeline reads the file from its start; the
+demuxed data is held until that viewer's connection is connected, then paced
+in real time by ``clocksync`` (so the first frame sent is the file's first
+keyframe).  It plays once: at the file's end ``viewer <uuid>: end of the
+file, N s after connecting`` and the media stops (the connection stays).
+Keyframe requests (PLI) and bitrate requests cannot be honoured (the line
+says so).  A file with nothing to send as is stops the program with a
+one-line reason and exit code 1.
+
 Each viewer session has its own pipeline (sources, encoders, webrtcbin), so
 its bitrate and frame counts are its own.  Output on stdout, one line each:
 ``publishing stream <plain id>`` once joined, ``seed sent to <uuid> ...``,
@@ -38,8 +51,9 @@ its bitrate and frame counts are its own.  Output on stdout, one line each:
 ``viewer <uuid>: encoder bitrate N kbps``, and ``STATS {json}`` when a viewer
 session ends (or at SIGINT/SIGTERM): ``viewer``, ``session``,
 ``video_frames_sent`` (encoded frames counted while that viewer's connection
-was connected), ``audio_packets_sent``, ``bitrate_kbps`` (the encoder's
-current target), ``initial_bitrate_kbps``, ping/pong counts and ``reason``.
+was connected; ``--filesrc``: frames into the payloader),
+``audio_packets_sent``, ``bitrate_kbps`` (the encoder's current target; null
+with ``--filesrc``), ``initial_bitrate_kbps``, ping/pong counts and ``reason``.
 SIGINT/SIGTERM ends every viewer (with a data-channel bye) and exits 0.
 """
 
@@ -56,6 +70,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import gi
@@ -63,7 +78,8 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+gi.require_version("GstPbutils", "1.0")
+from gi.repository import GLib, Gst, GstPbutils, GstSdp, GstWebRTC  # noqa: E402
 
 import websockets  # noqa: E402
 from cryptography.hazmat.primitives import padding  # noqa: E402
@@ -169,6 +185,82 @@ def audio_branch() -> str:
             "application/x-rtp,media=audio,encoding-name=OPUS,payload=100,clock-rate=48000 ! webrtc.")
 
 
+# --------------------------------------------------------------------------- --filesrc
+
+
+#: Container caps (typefind) -> the demuxer that splits it.
+DEMUXERS = {"video/mpegts": "tsdemux", "video/x-matroska": "matroskademux", "video/webm": "matroskademux"}
+#: Video caps -> our codec name; these are sent as they are (parser + payloader, no encoder).
+FILE_VIDEO = {"video/x-h264": "h264", "video/x-vp8": "vp8"}
+FILE_PROBE_TIMEOUT_S = 15
+#: Demuxed data waiting for the viewer's connection (and jitter between the two branches).
+FILE_QUEUE = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000"
+
+
+@dataclass
+class FileMedia:
+    """What ``--filesrc`` sends: the file, its demuxer, and the streams sent as they are."""
+
+    path: str
+    demuxer: str
+    video: Optional[str]  # "h264" | "vp8" | None
+    audio: Optional[str]  # "opus" | None
+    duration_s: float
+
+
+def probe_file(path: str) -> FileMedia:
+    """Look into ``path`` (GStreamer's discoverer); raises ``ValueError`` with a one-line reason."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--filesrc {path}: no such file")
+    try:
+        info = GstPbutils.Discoverer.new(FILE_PROBE_TIMEOUT_S * Gst.SECOND).discover_uri(Gst.filename_to_uri(path))
+    except GLib.Error as exc:
+        raise ValueError(f"--filesrc {path}: cannot be read as a media file ({exc.message})") from None
+    top = info.get_stream_info()
+    container = top.get_caps().get_structure(0).get_name() if top is not None and top.get_caps() else ""
+    demuxer = DEMUXERS.get(container)
+    if demuxer is None:
+        raise ValueError(f"--filesrc {path}: container {container or 'unknown'} is not MPEG-TS or Matroska/WebM")
+    videos = [s.get_caps().get_structure(0).get_name() for s in info.get_video_streams()]
+    audios = [s.get_caps().get_structure(0).get_name() for s in info.get_audio_streams()]
+    video = next((FILE_VIDEO[v] for v in videos if v in FILE_VIDEO), None)
+    audio = "opus" if "audio/x-opus" in audios else None
+    if video is None and audio is None:
+        raise ValueError(f"--filesrc {path}: no H.264, VP8 or Opus stream to send as is "
+                         f"(video {videos or 'none'}, audio {audios or 'none'})")
+    if videos and video is None or audios and audio is None:
+        log.warning("--filesrc %s: only %s sent (no encoder here: video %s, audio %s)", path,
+                    " and ".join(x for x in (video, audio) if x), videos or "none", audios or "none")
+    return FileMedia(path, demuxer, video, audio, info.get_duration() / Gst.SECOND)
+
+
+def file_branches(media: FileMedia) -> str:
+    """``filesrc ! demuxer`` and, per stream sent, ``queue ! parser ! clocksync ! payloader ! webrtc.``.
+
+    The demuxer's pads are linked to the queues ``vq``/``aq`` as they appear
+    (:meth:`ViewerSession._on_demux_pad`).  ``clocksync`` paces the file in real
+    time (webrtcbin 1.22 has its own before ``nicesink`` too; ours keeps older
+    versions paced); buffers are held at the parsers' source pads (``vparse``/``aparse``)
+    until the viewer is connected.  Caps on the payloaders' output as the
+    encoding path's (packetization-mode 1: what aiortc accepts)."""
+    location = json.dumps(media.path)  # a quoted string for gst_parse_launch
+    out = [f"filesrc location={location} ! {media.demuxer} name=demux"]
+    if media.video == "h264":
+        out.append(f"{FILE_QUEUE} name=vq ! h264parse name=vparse ! clocksync name=vclock ! "
+                   "rtph264pay name=vpay config-interval=-1 aggregate-mode=zero-latency pt=96 ! "
+                   "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
+                   "packetization-mode=(string)1 ! webrtc.")
+    elif media.video == "vp8":
+        out.append(f"{FILE_QUEUE} name=vq ! identity name=vparse ! clocksync name=vclock ! "
+                   "rtpvp8pay name=vpay pt=96 ! application/x-rtp,media=video,encoding-name=VP8,payload=96,"
+                   "clock-rate=90000 ! webrtc.")
+    if media.audio == "opus":
+        out.append(f"{FILE_QUEUE} name=aq ! opusparse name=aparse ! clocksync name=aclock ! "
+                   "rtpopuspay name=apay pt=100 ! "
+                   "application/x-rtp,media=audio,encoding-name=OPUS,payload=100,clock-rate=48000 ! webrtc.")
+    return " ".join(out)
+
+
 # --------------------------------------------------------------------------- one viewer
 
 
@@ -209,19 +301,39 @@ class ViewerSession:
         self._candidates: list[dict] = []
         self._flush_handle: Optional[asyncio.TimerHandle] = None
         self._ping_task: Optional[asyncio.Task] = None
+        self._held: dict = {}  # --filesrc: pad -> blocking probe id, until the viewer is connected
+        self._playing: set[str] = set()  # --filesrc: payloaders that have not seen the file's end
 
     # -- set-up
 
     def start(self) -> None:
         args = self.pub.args
-        desc = (f"webrtcbin name=webrtc bundle-policy=max-bundle latency=200 "
-                f"{video_branch(args, self.initial_bitrate_kbps)} {audio_branch()}")
+        media = self.pub.media
+        branches = file_branches(media) if media else f"{video_branch(args, self.initial_bitrate_kbps)} {audio_branch()}"
+        desc = f"webrtcbin name=webrtc bundle-policy=max-bundle latency=200 {branches}"
         log.debug("pipeline %d: %s", self.number, desc)
         self.pipeline = Gst.parse_launch(desc)
         self.webrtc = self.pipeline.get_by_name("webrtc")
-        self.encoder = self.pipeline.get_by_name("venc")
-        self.encoder.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._count_video)
-        self.pipeline.get_by_name("apay").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._count_audio)
+        if media is None:
+            self.encoder = self.pipeline.get_by_name("venc")
+            self.encoder.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._count_video)
+            self.pipeline.get_by_name("apay").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER,
+                                                                              self._count_audio)
+        else:
+            # No encoder: count what reaches the payloaders (one buffer per frame / Opus packet).
+            for pay, counter in (("vpay", self._count_video), ("apay", self._count_audio)):
+                element = self.pipeline.get_by_name(pay)
+                if element is not None:
+                    sink = element.get_static_pad("sink")
+                    sink.add_probe(Gst.PadProbeType.BUFFER, counter)
+                    sink.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._watch_eos, pay)
+                    self._playing.add(pay)
+            self.pipeline.get_by_name("demux").connect("pad-added", self._on_demux_pad)
+            for parser in ("vparse", "aparse"):
+                element = self.pipeline.get_by_name(parser)
+                if element is not None:  # hold the file's data (caps go on) until the viewer is connected
+                    pad = element.get_static_pad("src")
+                    self._held[pad] = pad.add_probe(Gst.PadProbeType.BLOCK | Gst.PadProbeType.BUFFER, self._hold)
         self.webrtc.connect("on-negotiation-needed", self._on_negotiation_needed)
         self.webrtc.connect("on-ice-candidate", self._on_ice_candidate)
         self.webrtc.connect("notify::connection-state", self._on_connection_state)
@@ -249,6 +361,38 @@ class ViewerSession:
     def _count_audio(self, pad, info):
         if self.counting:
             self.audio_packets += 1
+        return Gst.PadProbeReturn.OK
+
+    @staticmethod
+    def _hold(pad, info):
+        return Gst.PadProbeReturn.OK  # stays blocked until the probe is removed
+
+    def _on_demux_pad(self, demux, pad) -> None:
+        """Link the demuxer's first stream of each kind we send to its queue; leave the rest."""
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        name = caps.get_structure(0).get_name() if caps is not None and caps.get_size() else ""
+        media = self.pub.media
+        target = None
+        if FILE_VIDEO.get(name) == media.video and media.video is not None:
+            target = "vq"
+        elif name == "audio/x-opus" and media.audio:
+            target = "aq"
+        queue = self.pipeline.get_by_name(target) if target and self.pipeline is not None else None
+        sink = queue.get_static_pad("sink") if queue is not None else None
+        if sink is None or sink.is_linked():
+            log.debug("viewer %s: file stream %s (%s) not sent", self.uuid, pad.get_name(), name)
+            return
+        result = pad.link(sink)
+        if result != Gst.PadLinkReturn.OK:
+            self.pub.later(log.error, "viewer %s: cannot link the file's %s: %s", self.uuid, name, result)
+
+    def _watch_eos(self, pad, info, pay: str):
+        """The file's end reaches a payloader: report it, and keep the EOS out of webrtcbin
+        (there, one stream's EOS makes the other's last packets go unsent)."""
+        event = info.get_event()
+        if event is not None and event.type == Gst.EventType.EOS:
+            self.pub.later(self._end_of_file, pay)
+            return Gst.PadProbeReturn.DROP
         return Gst.PadProbeReturn.OK
 
     def _on_negotiation_needed(self, element) -> None:
@@ -326,10 +470,35 @@ class ViewerSession:
         if state == GstWebRTC.WebRTCPeerConnectionState.CONNECTED and self.connected_at is None:
             self.connected_at = time.time()
             print(f"viewer {self.uuid} connected (session {json.dumps(self.session)})", flush=True)
+            self._release_file()
             if self._ping_task is None:
                 self._ping_task = asyncio.ensure_future(self._pinger())
         elif state in (GstWebRTC.WebRTCPeerConnectionState.FAILED, GstWebRTC.WebRTCPeerConnectionState.CLOSED):
             self.end(f"connection {name}")
+
+    def _release_file(self) -> None:
+        """--filesrc: let the held data go, from the file's start, paced from now.
+
+        Each held pad's running time is shifted by the pipeline's running time
+        now (the same for audio and video, so they stay in step); without it
+        ``clocksync`` would burst out everything since the pipeline started."""
+        if not self._held or self.pipeline is None:
+            return
+        now = self.pipeline.get_current_running_time()
+        offset = now if isinstance(now, int) and 0 < now != Gst.CLOCK_TIME_NONE else 0
+        held, self._held = self._held, {}
+        for pad, probe in held.items():
+            pad.set_offset(offset)
+            pad.remove_probe(probe)
+        log.debug("viewer %s: file released at running time %.3f s", self.uuid, offset / Gst.SECOND)
+
+    def _end_of_file(self, pay: str) -> None:
+        """A branch reached the file's end; once all have, say so (the connection stays)."""
+        self._playing.discard(pay)
+        if not self._playing and not self.ended:
+            sent_s = time.time() - self.connected_at if self.connected_at else 0.0
+            print(f"viewer {self.uuid}: end of the file, {sent_s:.1f} s after connecting "
+                  "(media stopped; the connection stays)", flush=True)
 
     def _pipeline_error(self, text: str, source: str) -> None:
         if self.ended:
@@ -422,6 +591,9 @@ class ViewerSession:
             self.webrtc.emit("add-ice-candidate", int(mline) if mline is not None else 0, text)
 
     def set_bitrate(self, kbps: int) -> None:
+        if kbps > 0 and self.encoder is None and self.pub.media is not None:
+            print(f"viewer {self.uuid}: bitrate {kbps} kbps requested, ignored (--filesrc: no encoder)", flush=True)
+            return
         if kbps <= 0 or self.encoder is None:
             return
         if self.pub.args.codec == "h264":
@@ -504,6 +676,7 @@ class Publisher:
         self.wire_room = (hash_hex(args.room + self.password + self.salt, 16) if self.password else args.room) \
             if args.room else None
         self.my_id = str(random.randint(10_000_000, 99_999_999_999))
+        self.media: Optional[FileMedia] = getattr(args, "media", None)  # --filesrc, probed in main()
         self.loop = loop
         self.ws = None
         self.outbox: asyncio.Queue = asyncio.Queue()
@@ -740,6 +913,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0,
                    help="x264enc threads (default: x264's choice from the CPU count, as Raspberry Ninja); "
                         "tune=zerolatency encodes one slice per thread")
+    p.add_argument("--filesrc", metavar="FILE",
+                   help="send a file's H.264 or VP8 and Opus as they are (no encoding): MPEG-TS or Matroska/WebM, "
+                        "each viewer from the file's start once connected, at real-time pace, once (no loop)")
     p.add_argument("--multiviewer", action="store_true", help="serve several viewers at once")
     p.add_argument("--debug", action="store_true")
     return p.parse_args(argv)
@@ -750,6 +926,16 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     Gst.init(None)
+    args.media = None
+    if args.filesrc:
+        try:
+            args.media = probe_file(os.path.abspath(args.filesrc))
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr, flush=True)
+            return 1
+        args.codec = args.media.video or args.codec
+        log.info("--filesrc %s: %s, video %s, audio %s, %.1f s", args.filesrc, args.media.demuxer,
+                 args.media.video or "none", args.media.audio or "none", args.media.duration_s)
     glib_loop = GLib.MainLoop()
     glib_thread = threading.Thread(target=glib_loop.run, name="glib", daemon=True)
     glib_thread.start()

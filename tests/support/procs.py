@@ -199,3 +199,22 @@ def recording_path(recorder: Proc, stream: str) -> Path:
     """The file a recorder announced for ``stream`` (its first ``recording X -> FILE`` line)."""
     line = next(line for line in recorder.lines if line.startswith(f"recording {stream} -> "))
     return Path(line.split(" -> ", 1)[1])
+
+
+def descendants(root: int) -> list[int]:
+    """PIDs of every live process below ``root`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -89,9 +89,15 @@ async def _offer_codecs(direction: str) -> str:
 
 
 async def test_install_and_uninstall_are_idempotent_and_restore_stock_aiortc():
+    from aioice.ice import Connection, StunProtocol
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    aiortc_adapter.uninstall()
+    stock = (RTCDtlsTransport._handle_rtp_data, Connection.data_received, StunProtocol.datagram_received)
     aiortc_adapter.install()
     aiortc_adapter.install()
     try:
+        assert (RTCDtlsTransport._handle_rtp_data, Connection.data_received, StunProtocol.datagram_received) != stock
         assert "VP9/90000" in await _offer_codecs("recvonly")  # receive-only codecs offered to receive
         for direction in ("sendonly", "sendrecv"):
             sdp = await _offer_codecs(direction)
@@ -99,6 +105,7 @@ async def test_install_and_uninstall_are_idempotent_and_restore_stock_aiortc():
         aiortc_adapter.uninstall()
         aiortc_adapter.uninstall()
         assert "VP9" not in await _offer_codecs("recvonly")
+        assert (RTCDtlsTransport._handle_rtp_data, Connection.data_received, StunProtocol.datagram_received) == stock
     finally:
         aiortc_adapter.install()
 

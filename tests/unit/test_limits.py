@@ -213,3 +213,18 @@ async def test_max_streams_asks_for_n_paced_and_logs_each_skipped_once(tmp_path,
     assert caplog.text.count("--max-streams 3 reached") == 47
     assert client._offered_id("u-new", "newcomer") == ""  # an unsolicited offer gets no slot either
     await client.close()
+
+
+async def test_members_beyond_the_cap_are_ignored_with_one_line(tmp_path, caplog, monkeypatch):
+    """Made-up ids on a relay cannot grow the room recorder's member tables without bound."""
+    from ninja_publish.protocol.events import Member, MemberJoined, RoomListing
+    monkeypatch.setattr(limits, "MAX_MEMBERS", 5)
+    client = _client(tmp_path, [], max_streams=1)
+    client.claim(RoomListing(tuple(Member(f"u{i}", f"s{i}") for i in range(4))))
+    for i in range(4, 200):
+        client.claim(MemberJoined(f"u{i}", f"s{i}", "seed"))
+    assert sorted(client.announced) == ["u0", "u1", "u2", "u3", "u4"]
+    assert len(client.members) <= 5
+    client.claim(MemberJoined("u2", "s2", "seed"))  # a known member is still heard
+    assert caplog.text.count("ignoring new room members beyond 5") == 1
+    await client.close()

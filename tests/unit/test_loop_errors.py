@@ -8,7 +8,7 @@ import asyncio
 import gc
 import logging
 
-from publish import quiet_connection_errors
+from ninja_publish.log_setup import quiet_connection_errors
 
 
 def test_connection_errors_left_in_tasks_are_quiet_and_others_are_not(caplog):

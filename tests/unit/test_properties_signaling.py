@@ -146,6 +146,16 @@ def test_parse_message_gives_a_normalised_dict_or_protocol_error(raw, cipher):
 
 
 @FAST
+@given(msg=st.dictionaries(st.sampled_from(["request", "UUID", "from", "streamID", "session", "candidates",
+                                            "description", "list", "roomid", "error"]), json_values))
+def test_classify_never_raises_for_any_dict(msg):
+    """Even for dicts ``parse_message`` would never produce (a bare number as candidates...)."""
+    event = events.classify(msg, "r")
+    if isinstance(event, events.Candidates):
+        assert event.candidates and all(isinstance(c, dict) for c in event.candidates)
+
+
+@FAST
 @given(msg=st.fixed_dictionaries({"UUID": ids, "description": st.fixed_dictionaries(
     {"type": st.sampled_from(["offer", "answer"]), "sdp": sdps})}, optional={"session": sessions}))
 def test_encrypted_messages_round_trip(msg):

@@ -493,11 +493,12 @@ async def test_vp9_with_rtx_through_the_frame_tap(vp9_frames):
                     rtx_seq += 1
                 await receiver._handle_rtp_packet(packet, arrival_time_ms=i * 33)
                 seq += 1
-        await sink.wait(lambda: len(sink.frames) >= NFRAMES, 10, f"{NFRAMES} frames")
+        # every frame, the last one included: a frame is complete at its marker bit
+        await sink.wait(lambda: len(sink.frames) >= NFRAMES + 1, 10, f"{NFRAMES + 1} frames")
     finally:
         await receiver.stop()
-    assert [data for _, data, _, _ in sink.frames] == [f for f, _ in vp9_frames]
-    assert [ts for _, _, ts, _ in sink.frames] == [5000 + i * 3000 for i in range(NFRAMES)]
+    assert [data for _, data, _, _ in sink.frames] == [f for f, _ in vp9_frames + [vp9_frames[0]]]
+    assert [ts for _, _, ts, _ in sink.frames] == [5000 + i * 3000 for i in range(NFRAMES + 1)]
     assert {(codec, ssrc) for codec, _, _, ssrc in sink.frames} == {("vp9", 1001)}
 
 
