@@ -45,6 +45,7 @@ from ninja_publish.recording.manifest import RecordingManifest
 from ninja_publish.recording import naming, write_queue
 from ninja_publish.protocol import limits
 from ninja_publish.recording.recorder import CONNECT_TIMEOUT_S, StreamRecorder
+from ninja_publish.tasks import BackgroundTasks, OrderedJobs
 from ninja_publish.workers.pool import WorkerPool
 from ninja_publish.workers.remote import WORKER_GONE, RemoteRecorder
 
@@ -148,18 +149,17 @@ class MultiPeerClient:
         self.recorders: dict[tuple[str, Optional[str]], Recorder] = {}
         self.finished: list[dict] = []
         self.manifest = RecordingManifest(settings.record_dir, self.prefix, room=signaling.room)
-        self._finishing: set[asyncio.Future] = set()
+        self._finishing = BackgroundTasks()             # recorders ending
         self._ending: set[Recorder] = set()     # finishing, maybe replaced in ``recorders``
-        self._hooks: set[asyncio.Future] = set()        # recording_finalised hooks still running
+        self._hooks = BackgroundTasks()                 # recording_finalised hooks still running
         self.closing = False                            # shutdown started: no new recorders
         self._failures: dict[str, int] = {}             # wire stream id → failures in a row (backoff)
         self._reasks: dict[str, asyncio.Future] = {}    # UUID → the pending "ask again" task
         self._parts: dict[str, int] = {}                # plain stream id → files (parts) opened so far
         # Each peer's signaling (offers, candidates, leaving) runs in its own ordered
-        # worker: one peer's slow answer (ICE gathering) holds neither the WebSocket
-        # read loop nor the other peers.  UUID → jobs waiting / the worker draining them.
-        self._peer_jobs: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
-        self._peer_workers: dict[str, asyncio.Future] = {}
+        # task: one peer's slow answer (ICE gathering) holds neither the WebSocket
+        # read loop nor the other peers.  By UUID.
+        self._peer_jobs: OrderedJobs[str] = OrderedJobs("handling signaling from")
         self.held: set[str] = set()                     # wire stream ids stopped by the operator
         # UUID → the wire id the server announced for it (listing, joins, seed): the
         # truth about who is who; an offer claiming another id is refused.
@@ -365,7 +365,7 @@ class MultiPeerClient:
                     for recorder in self._recorders_of(uuid):
                         if recorder not in kept:
                             self._finish_soon(recorder, reason)
-                self._queue(uuid, leave)
+                self._peer_jobs.add(uuid, leave)
             return True
         if isinstance(event, Description) and event.is_offer:
             if event.uuid is None:
@@ -385,7 +385,7 @@ class MultiPeerClient:
             if uuid not in self._peer_jobs and (uuid, session) not in self.recorders \
                     and not self._offered_id(uuid, stream_id):
                 return True  # not recorded (logged): decided at once, nothing queued before could change that
-            self._queue(uuid, lambda: self._on_offer(uuid, session, stream_id, sdp))
+            self._peer_jobs.add(uuid, lambda: self._on_offer(uuid, session, stream_id, sdp))
             return True
         if isinstance(event, Candidates) and event.uuid is not None:
             key, cands = (event.uuid, event.session), list(event.candidates)
@@ -396,30 +396,9 @@ class MultiPeerClient:
                 target = self.recorders.get(key)  # (created by an offer queued before)
                 if target is not None:
                     await target.add_candidates(cands)
-            self._queue(event.uuid, apply)
+            self._peer_jobs.add(event.uuid, apply)
             return True
         return None
-
-    def _queue(self, uuid: str, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` after the jobs queued before for this peer, in that peer's
-        own worker task (started when needed, gone once its queue is empty)."""
-        self._peer_jobs.setdefault(uuid, deque()).append(job)
-        if uuid not in self._peer_workers:
-            self._peer_workers[uuid] = asyncio.ensure_future(self._peer_worker(uuid))
-
-    async def _peer_worker(self, uuid: str) -> None:
-        jobs = self._peer_jobs[uuid]
-        try:
-            while jobs:
-                job = jobs.popleft()
-                try:
-                    await job()
-                except Exception:
-                    log.exception("handling signaling from %s failed", uuid)
-        finally:
-            del self._peer_workers[uuid]
-            if not jobs and self._peer_jobs.get(uuid) is jobs:
-                del self._peer_jobs[uuid]
 
     def _recorders_of(self, uuid: str) -> list[Recorder]:
         return [r for key, r in self.recorders.items() if key[0] == uuid]
@@ -562,9 +541,7 @@ class MultiPeerClient:
         if recorder.end_reason is not None:
             return  # already ending
         self._ending.add(recorder)
-        task = asyncio.ensure_future(recorder.finish(reason))  # kept in _finishing until done
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        self._finishing.spawn(recorder.finish(reason))
 
     # ------------------------------------------------------------------ results
 
@@ -601,13 +578,7 @@ class MultiPeerClient:
                             recorder.plain_id, recorder.end_reason)
             if self.members.get(recorder.uuid) == recorder.stream_wire_id:
                 self._reask_later(recorder)
-        self.finished.append(entry)
-        self.manifest.add(entry)
-        # The hooks (uploads...) run on their own, so a slow one holds neither this
-        # stream's end nor the files' bounded finalisation; close() waits for them.
-        hook = asyncio.ensure_future(self._on_finalised(entry))
-        self._hooks.add(hook)
-        hook.add_done_callback(self._hooks.discard)
+        self._list_part(entry)
         self._fill_free_slots()
         if recorder.end_reason != "shutdown":
             # The stream may still be published under another UUID (its publisher
@@ -622,11 +593,15 @@ class MultiPeerClient:
         failed write): list it, run the hooks; the next file is the next part."""
         entry = recorder.manifest_entry(stats)
         announce.file_finished(recorder.plain_id, entry["file"], str(entry["end_reason"]))
+        self._list_part(entry)
+
+    def _list_part(self, entry: dict) -> None:
+        """A finalised part: into the manifest, then its ``recording_finalised`` hooks.
+        They run on their own, so a slow one (an upload) holds neither the stream's
+        end nor the files' bounded finalisation; ``close()`` waits for them."""
         self.finished.append(entry)
         self.manifest.add(entry)
-        hook = asyncio.ensure_future(self._on_finalised(entry))
-        self._hooks.add(hook)
-        hook.add_done_callback(self._hooks.discard)
+        self._hooks.spawn(self._on_finalised(entry))
 
     def _next_part_path(self, recorder: Recorder) -> str:
         return naming.part_base(self.record_dir, self.prefix, recorder.plain_id, self._paths_in_use())
@@ -723,8 +698,7 @@ class MultiPeerClient:
         for reask in self._reasks.values():
             reask.cancel()
         self._reasks.clear()
-        for jobs in self._peer_jobs.values():
-            jobs.clear()  # queued signaling is dropped; the job running ends with its recorder
+        self._peer_jobs.clear()  # queued signaling is dropped; the job running ends with its recorder
         everyone = {*self.recorders.values(), *self._ending}  # incl. those already ending by themselves
         for recorder in everyone:
             self._finish_soon(recorder, "shutdown")

@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import signal
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -252,6 +253,15 @@ async def stop_all(procs: list[Proc], timeout: float = 15.0) -> None:
 
 
 # --------------------------------------------------------------------------- reports
+
+
+async def clean_up(work: Path, keep: bool) -> None:
+    """Stop every child process still running, then keep (``--keep``) or remove ``work``."""
+    await stop_all([p for p in ALL_PROCS if p.alive], 10.0)
+    if keep:
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def stderr_problems(text: str) -> list[str]:

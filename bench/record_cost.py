@@ -46,7 +46,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import sys
@@ -58,9 +57,8 @@ from pathlib import Path
 from typing import Optional
 
 from _common import (  # bench/ is on sys.path when run as a script
-    ALL_PROCS, ROOT, Proc, fmt, log, machine_info, read_cpu_s, read_machine_cpu, stderr_problems,
-    read_tree_cpu_s, read_tree_mem_kb,
-    run_bench, stop_all,
+    ROOT, Proc, clean_up, fmt, log, machine_info, read_cpu_s, read_machine_cpu, read_tree_cpu_s,
+    read_tree_mem_kb, run_bench, stderr_problems, stop_all,
 )
 
 CONFIGS = ("ours", "workers", "baseline", "per-process", "decode")
@@ -911,11 +909,7 @@ async def amain(opts: argparse.Namespace) -> int:
             await asyncio.to_thread(plot, runs, info, Path(opts.plot), nice)
             log(f"wrote {opts.plot}")
     finally:
-        await stop_all([p for p in ALL_PROCS if p.alive], 10.0)
-        if opts.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        await clean_up(work, opts.keep)
     return 0 if results and all(not r.get("error") for r in results) else 1
 
 

@@ -30,7 +30,6 @@ import argparse
 import array
 import asyncio
 import json
-import shutil
 import signal
 import statistics
 import sys
@@ -40,14 +39,12 @@ from pathlib import Path
 from typing import Optional
 
 from _common import (  # bench/ is on sys.path when run as a script
-    ALL_PROCS, ROOT, Proc, count_fds, fmt, load_manifests, log, machine_info, read_cpu_s, read_machine_cpu,
+    ROOT, Proc, clean_up, count_fds, fmt, load_manifests, log, machine_info, read_cpu_s, read_machine_cpu,
     read_status, run_bench, stderr_problems, stop_all,
 )
+import av
 
-sys.path.insert(0, str(ROOT))
-import av  # noqa: E402
-
-from tests.support.sync_markers import beep_onsets, is_flash, mono_samples, pair_offsets  # noqa: E402
+from tests.support.sync_markers import beep_onsets, is_flash, mono_samples, pair_offsets  # (_common put ROOT on sys.path)
 
 ROOM = "soak"
 #: Before this, RSS is still settling (imports, buffers, first keyframes): not in the growth fit.
@@ -452,11 +449,7 @@ async def amain(opts: argparse.Namespace) -> int:
             Path(opts.json).write_text(json.dumps(out, indent=2))
             log(f"wrote {opts.json}")
     finally:
-        await stop_all([p for p in ALL_PROCS if p.alive], 10.0)
-        if opts.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        await clean_up(work, opts.keep)
     return 1 if res.get("error") else 0
 
 

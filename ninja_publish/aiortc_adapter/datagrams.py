@@ -21,7 +21,6 @@ aioice ends up doing anyway, minus a raised ``ValueError``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -33,6 +32,7 @@ from ninja_publish.aiortc_adapter import rtp_header
 from ninja_publish.aiortc_adapter.lean_receiver import LEAN_ATTR
 from ninja_publish.aiortc_adapter.patching import Patch, private
 from ninja_publish.protocol.limits import Throttle
+from ninja_publish.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 _errors = Throttle()
@@ -58,7 +58,7 @@ class Shortcut:
         private(dtls, "RTCDtlsTransport", "rx_bytes")  # fails loudly if aiortc changed
         if not hasattr(dtls, "_rx_srtp"):
             private(dtls, "RTCDtlsTransport", "rx_srtp")  # raises AdapterError
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = BackgroundTasks()
         self.packets = 0  # packets taken (tests look)
 
     def take(self, data: bytes) -> bool:
@@ -83,9 +83,7 @@ class Shortcut:
             return True
         sends = lean.handle(*header, arrival_ms)
         if sends:
-            task = asyncio.ensure_future(_send_all(sends))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(_send_all(sends))
         return True
 
 

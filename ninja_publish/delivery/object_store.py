@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import urlsplit
 
+from ninja_publish.tasks import BackgroundTasks
+
 from . import integrity, keys
 from .retry import RetriesExhausted, RetryPolicy, describe_error, retrying
 
@@ -145,7 +147,7 @@ class Uploader:
         self.jobs: list[UploadJob] = []
         self._queue: Optional[asyncio.Queue[UploadJob]] = None
         self._workers: list[asyncio.Task] = []
-        self._callbacks: set[asyncio.Task] = set()
+        self._callbacks = BackgroundTasks()
         self._manifest_lock: Optional[asyncio.Lock] = None
 
     # ------------------------------------------------------------------ queue
@@ -208,14 +210,14 @@ class Uploader:
             job.state, job.error = "failed", str(exc)
             log.error("upload of %s to %s failed: %s; the local file is kept", job.path, url, job.error)
             if job.notify and self._on_failed is not None:
-                self._spawn(self._on_failed(job, job.error))
+                self._callbacks.spawn(self._on_failed(job, job.error))
             return
         job.state = "uploaded"
         log.info("uploaded %s -> %s (verified: %s)", job.path, url, verified)
         if self.delete_after and not job.manifest:
             await self._delete(job)
         if job.notify and self._on_done is not None:
-            self._spawn(self._on_done(job, url, verified))
+            self._callbacks.spawn(self._on_done(job, url, verified))
 
     def _expected_for_file(self, path: str) -> tuple[integrity.Expected, bool]:
         try:
@@ -264,11 +266,6 @@ class Uploader:
             return
         job.deleted = True
         log.info("deleted %s (uploaded and verified)", job.path)
-
-    def _spawn(self, awaitable: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(awaitable)
-        self._callbacks.add(task)
-        task.add_done_callback(self._callbacks.discard)
 
     # ------------------------------------------------------------------ shutdown
 

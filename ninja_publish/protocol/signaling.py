@@ -28,6 +28,8 @@ from typing import Awaitable, Callable, Optional
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from ninja_publish.tasks import BackgroundTasks
+
 log = logging.getLogger(__name__)
 
 #: A connection that held this long counts as successful: the backoff resets.
@@ -101,7 +103,7 @@ class SignalingConnection:
         self._queue: collections.deque[str] = collections.deque(maxlen=max_queue)
         self._ws: Optional[ClientConnection] = None
         self._closing = False
-        self._sends: set[asyncio.Task] = set()  # sends in flight (kept until done)
+        self._sends = BackgroundTasks()  # sends in flight (kept until done)
         self._ssl: Optional[ssl.SSLContext] = None
         if url.startswith("wss://"):
             self._ssl = ssl.create_default_context()  # verifies; honours SSL_CERT_FILE / SSL_CERT_DIR
@@ -117,9 +119,7 @@ class SignalingConnection:
         """Send now if connected, else queue until the next connection."""
         text = json.dumps(msg)
         if self._ws is not None and self.connected.is_set():
-            task = asyncio.ensure_future(self._send_now(text))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            self._sends.spawn(self._send_now(text))
         else:
             if len(self._queue) == self._queue.maxlen:
                 log.warning("outbound queue full while disconnected: oldest message dropped")

@@ -48,6 +48,7 @@ from ninja_publish.recording.muxer import MuxerStats, PassthroughMuxer
 from ninja_publish.recording.rate_meter import RateMeter
 from ninja_publish.recording.timeline import MAX_SR_DISAGREEMENT_S, StreamTimeline
 from ninja_publish.recording.write_queue import QueuedMuxer
+from ninja_publish.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class FrameWriter:
         self._part_start_us: Optional[int] = None
         #: the part just cut, still open for audio from before the cut: (muxer, cut pts, deadline, reason)
         self._tail: Optional[tuple[QueuedMuxer, int, float, str]] = None
-        self._closing_parts: set[asyncio.Future] = set()
+        self._closing_parts = BackgroundTasks()
 
     def expect(self, kind: str) -> None:
         """A track of ``kind`` was negotiated: wait for it before fixing the timeline."""
@@ -348,9 +349,7 @@ class FrameWriter:
 
         async def close() -> None:
             self._part_ended(await muxer.aclose(), reason)
-        task = asyncio.ensure_future(close())
-        self._closing_parts.add(task)
-        task.add_done_callback(self._closing_parts.discard)
+        self._closing_parts.spawn(close())
 
     def _part_ended(self, stats: MuxerStats, reason: str) -> None:
         if stats.started:

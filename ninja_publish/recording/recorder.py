@@ -28,6 +28,7 @@ from ninja_publish.protocol import limits
 from ninja_publish.protocol import wire as vp
 from ninja_publish.recording.frame_writer import FrameWriter
 from ninja_publish.recording.manifest import RecordingManifest
+from ninja_publish.tasks import BackgroundTasks
 from ninja_publish.webrtc.channel import DATA_CHANNEL_LABEL, ChannelLink
 from ninja_publish.webrtc.guard import guarded
 from ninja_publish.webrtc.ice import add_remote_candidates, ice_ufrags, local_candidates
@@ -144,19 +145,13 @@ class StreamRecorder:
         self._candidates_seen = 0                        # remote candidates accepted (capped)
         self._refusals = limits.Throttle()
         self._pending_candidates: list[dict] = []
-        self._tasks: set[asyncio.Future] = set()  # callbacks' coroutines, kept until done
+        self._tasks = BackgroundTasks()  # callbacks' coroutines, kept until done
         self._ticker = asyncio.ensure_future(self._tick())
         self._lock = asyncio.Lock()
         # aiortc calls these from its receive loops: nothing may raise into it
         self.pc.on("datachannel", guarded(f"{plain_id}: datachannel event", self._on_datachannel))
         self.pc.on("track", guarded(f"{plain_id}: track event", self._on_track))
         self.pc.on("connectionstatechange", guarded(f"{plain_id}: connection state event", self._on_state))
-
-    def _spawn(self, coro: Any) -> None:
-        """Run ``coro`` from a callback, keeping a reference until it is done."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     @property
     def key(self) -> tuple[str, Optional[str]]:
@@ -233,7 +228,7 @@ class StreamRecorder:
             on_open()
         else:
             channel.on("open", guarded(f"{self.plain_id}: data channel open", on_open))
-        channel.on("close", lambda: self._spawn(self.finish("data channel closed")))
+        channel.on("close", lambda: self._tasks.spawn(self.finish("data channel closed")))
 
     async def _on_channel_message(self, msg: dict) -> None:
         if msg.get("bye"):
@@ -272,17 +267,17 @@ class StreamRecorder:
     def _file_opened(self, stats: Any) -> None:
         result = self._on_file_opened(self, stats)
         if asyncio.iscoroutine(result):
-            self._spawn(result)
+            self._tasks.spawn(result)
 
     def _request_keyframe(self) -> None:
         control = self.controls.get("video")
         if control is not None:
-            self._spawn(control.request_keyframe())
+            self._tasks.spawn(control.request_keyframe())
 
     def track_ended(self, kind: str) -> None:
         self.tracks.pop(kind, None)
         if not self.tracks and self.end_reason is None:
-            self._spawn(self.finish("tracks ended"))
+            self._tasks.spawn(self.finish("tracks ended"))
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -300,16 +295,16 @@ class StreamRecorder:
             if self.pc.connectionState in ("new", "connecting") and waited > self.connect_timeout:
                 log.warning("%s: still %s after %.0f s: giving up on this connection", self.plain_id,
                             self.pc.connectionState, waited)
-                self._spawn(self.finish("connection timed out"))
+                self._tasks.spawn(self.finish("connection timed out"))
                 return
             if self.bye_ignored and time.monotonic() - self.writer.last_frame > SILENT_AFTER_BYE_S:
                 log.warning("%s: no media for %.0f s after its %s: ending it", self.plain_id, SILENT_AFTER_BYE_S,
                             self.bye_ignored)
-                self._spawn(self.finish(f"{self.bye_ignored}, then media stopped"))
+                self._tasks.spawn(self.finish(f"{self.bye_ignored}, then media stopped"))
                 return
             if self.state == "recording" and self._silent_for() > SILENT_PEER_S:
                 log.warning("%s: no media or messages for %.0f s: ending it", self.plain_id, SILENT_PEER_S)
-                self._spawn(self.finish("peer went silent"))
+                self._tasks.spawn(self.finish("peer went silent"))
                 return
 
     def media_flowing(self) -> bool:

@@ -22,8 +22,7 @@ import os
 import signal
 import socket
 import sys
-from collections import deque
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Optional
 
 from ninja_publish import aiortc_adapter
 from ninja_publish.log_setup import quiet_connection_errors, setup_logging
@@ -31,6 +30,7 @@ from ninja_publish.loop_monitor import LoopMonitor
 from ninja_publish.recording import naming, write_queue
 from ninja_publish.recording.frame_writer import SpaceGuard
 from ninja_publish.recording.recorder import StreamRecorder
+from ninja_publish.tasks import BackgroundTasks, OrderedJobs
 from ninja_publish.workers.channel import Channel
 from ninja_publish.workers.remote import STATUS_INTERVAL_S
 
@@ -49,17 +49,11 @@ class WorkerHost:
         self.options = dict(config["options"])
         self.options["space"] = SpaceGuard(config["record_dir"], int(config["min_free_mb"]) * 1_000_000)
         self.recorders: dict[int, StreamRecorder] = {}
-        self._jobs: dict[int, deque[Callable[[], Awaitable[None]]]] = {}
-        self._runners: dict[int, asyncio.Future] = {}
-        self._tasks: set[asyncio.Future] = set()
+        self._calls: OrderedJobs[int] = OrderedJobs("worker: a call for stream")  # offers before candidates
+        self._tasks = BackgroundTasks()
         self.previews = False
         self._previewed: dict[int, Any] = {}       # rid → the keyframe last pushed (sent once)
         self.monitor = LoopMonitor()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def run(self) -> None:
         self.monitor.start()
@@ -103,7 +97,7 @@ class WorkerHost:
             self._new(*args)
         elif name == "call":
             rid, call_id, method, call_args = args
-            self._queue(rid, lambda: self._call(rid, call_id, method, call_args))
+            self._calls.add(rid, lambda: self._call(rid, call_id, method, call_args))
         elif name == "previews":
             self.previews = bool(args[0])
             self._previewed.clear()
@@ -112,7 +106,7 @@ class WorkerHost:
             if recorder is None:
                 return  # ended meanwhile (its "finished" is on its way)
             if name == "finish":
-                self._spawn(recorder.finish(args[1]))
+                self._tasks.spawn(recorder.finish(args[1]))
             elif name == "ignore_bye":
                 recorder.ignore_bye(args[1])
             elif name == "keyframe":
@@ -147,22 +141,6 @@ class WorkerHost:
         )
         self.recorders[rid] = recorder
         self.channel.send("status", {rid: self._live(rid, recorder)})
-
-    def _queue(self, rid: int, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` after the stream's earlier calls (offers before their candidates)."""
-        self._jobs.setdefault(rid, deque()).append(job)
-        if rid not in self._runners:
-            self._runners[rid] = asyncio.ensure_future(self._drain(rid))
-
-    async def _drain(self, rid: int) -> None:
-        jobs = self._jobs[rid]
-        try:
-            while jobs:
-                await jobs.popleft()()
-        finally:
-            del self._runners[rid]
-            if not jobs:
-                self._jobs.pop(rid, None)
 
     async def _call(self, rid: int, call_id: int, method: str, args: tuple) -> None:
         recorder = self.recorders.get(rid)

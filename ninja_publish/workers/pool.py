@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
+from ninja_publish.tasks import BackgroundTasks
 from ninja_publish.workers.channel import Channel
 from ninja_publish.workers.remote import WORKER_GONE, RemoteRecorder
 
@@ -115,14 +116,14 @@ class WorkerPool:
         self.workers: list[WorkerHandle] = []
         self.closing = False
         self._rids = itertools.count(1)
-        self._tasks: set[asyncio.Future] = set()
+        self._tasks = BackgroundTasks()
         self._deaths: dict[int, int] = {}       # slot → deaths in a row (young)
         self.exited: list[dict] = []            # loop figures of workers that ended
 
     def start(self) -> None:
         for index in range(self.count):
             self._start_worker(index)
-        self._spawn(self._watch())
+        self._tasks.spawn(self._watch())
 
     async def _watch(self) -> None:
         """Kill a worker that stopped talking (a hung event loop): its end is then
@@ -136,19 +137,13 @@ class WorkerPool:
                     log.error("worker process %d sent nothing for %.0f s: killing it", handle.index, silent)
                     handle.proc.kill()
 
-    def _spawn(self, coro: Any) -> asyncio.Future:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     def _start_worker(self, index: int) -> WorkerHandle:
         handle = WorkerHandle(index)
         if index < len(self.workers):
             self.workers[index] = handle
         else:
             self.workers.append(handle)
-        self._spawn(self._run_worker(handle))
+        self._tasks.spawn(self._run_worker(handle))
         return handle
 
     async def _run_worker(self, handle: WorkerHandle) -> None:
@@ -221,7 +216,7 @@ class WorkerPool:
         elif name == "finished":
             recorder = handle.recorders.pop(args[0], None)
             if recorder is not None:
-                self._spawn(recorder.on_finished(*args[1:]))
+                self._tasks.spawn(recorder.on_finished(*args[1:]))
         elif name == "bye":
             handle.loop_figures = args[0]
             handle.bye.set()

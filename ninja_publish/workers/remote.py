@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ninja_publish.tasks import BackgroundTasks
 from ninja_publish.webrtc.ice import ice_ufrags
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class RemoteRecorder:
         self._live: dict[str, Any] = {}           # the worker's last push
         self._live_at = 0.0
         self._preview: tuple[Any, Any] = (None, None)
-        self._tasks: set[asyncio.Future] = set()
+        self._tasks = BackgroundTasks()             # the room recorder's "file opened" work
         self._reported = False                    # on_finished called
 
     @property
@@ -163,9 +164,7 @@ class RemoteRecorder:
         if opened.part is not None:
             self._parts[path] = opened.part
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(result)
 
     def on_part_ended(self, entry: dict) -> None:
         self._on_part_ended(self, entry)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tests.integration.test_room_recording import assert_good_recording, stats_for
 from tests.support.file_checks import check_file
-from tests.support.procs import Proc, Scene, load_manifest, wait_until
+from tests.support.procs import Proc, Scene, load_manifest, pid_alive, recording_path, wait_until
 
 RECORD_SECONDS = 6.0
 
@@ -34,14 +34,6 @@ def worker_pids(recorder: Proc) -> dict[int, int]:
 def worker_of(recorder: Proc, stream: str) -> int:
     """The slot the recorder last placed ``stream`` on."""
     return int(re.findall(rf"{stream} goes to worker process (\d+)", recorder.stderr())[-1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 async def test_two_workers_record_the_room_as_one_process_would(tmp_path: Path) -> None:
@@ -63,7 +55,7 @@ async def test_two_workers_record_the_room_as_one_process_would(tmp_path: Path) 
         assert await recorder.stop() == 0
         for pub in (alice, bob, carol):
             assert await pub.stop() == 0
-    assert not any(alive(pid) for pid in pids.values()), pids
+    assert not any(pid_alive(pid) for pid in pids.values()), pids
     manifest = load_manifest(tmp_path / "rec")
     entries = {e["stream_id"]: e for e in manifest["streams"]}
     assert set(entries) == {"alice", "bob", "carol"}
@@ -117,11 +109,11 @@ async def test_workers_finalise_and_exit_when_the_main_process_is_killed(tmp_pat
         alice = await scene.publisher("room1", "alice", codec="vp8")
         recorder = await scene.recorder("room1", "--workers", "1")
         await recorder.wait_for(r"^recording alice -> ", timeout=40)
-        path = next(line.split(" -> ", 1)[1] for line in recorder.lines if line.startswith("recording alice -> "))
+        path = str(recording_path(recorder, "alice"))
         (pid,) = worker_pids(recorder).values()
         await asyncio.sleep(3.0)  # some media first
         await recorder.stop(signal.SIGKILL)
-        await wait_until(lambda: not alive(pid), 15, "the orphaned worker to exit", recorder)
+        await wait_until(lambda: not pid_alive(pid), 15, "the orphaned worker to exit", recorder)
         assert "the main process is gone: finalising its streams" in recorder.stderr()
         await alice.stop()
     report = check_file(path)  # finalised by the worker itself (Matroska closed: cues and duration written)

@@ -50,6 +50,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlencode
 
 from tests.support.browser_harness import StaticServer
+from tests.support.procs import pid_alive
 
 FIREFOX = os.environ.get("FIREFOX_PATH", "/usr/bin/firefox-esr")
 #: setCodecPreferences (VP9 first) and RTCCodecStats need a recent Firefox.
@@ -376,20 +377,11 @@ def _marked_pids(marker: str) -> list[int]:
     return [pid for pid, value in _markers().items() if value == marker]
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie, dead but not reaped yet, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 def kill_stale_firefox() -> int:
     """SIGKILL Firefox processes left by an earlier test process that died without
     closing them (e.g. killed by a time-out): their marker names a pid that is gone."""
     stale = [pid for pid, value in _markers().items()
-             if value.split("-", 1)[0].isdigit() and not _alive(int(value.split("-", 1)[0]))]
+             if value.split("-", 1)[0].isdigit() and not pid_alive(int(value.split("-", 1)[0]))]
     for pid in stale:
         _normal_scheduler(pid)
         try:

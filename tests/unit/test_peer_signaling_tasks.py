@@ -125,7 +125,7 @@ async def test_candidates_before_an_unanswered_offer_are_not_lost_and_byes_keep_
         assert mpc.claim(classify({"UUID": "nobody", "session": "x", "type": "local",
                                    "candidates": local_candidates(pc)}, "r")) is None  # not ours
         await client.answer_of("p", 10)
-        while mpc._peer_workers:
+        while mpc._peer_jobs:  # (each peer's ordered task ends once its queue is empty)
             await asyncio.sleep(0.01)
         assert not mpc._peer_jobs
         await asyncio.wait_for(_finished(mpc), 10)
