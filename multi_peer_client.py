@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable, Optional, Union
 
 from aiortc import RTCConfiguration
 
-from ninja_publish import announce
+from ninja_publish import announce, receive_batching
 from ninja_publish.protocol import wire as vp
 from ninja_publish.protocol.events import (
     LEAVE_REQUESTS, Candidates, Description, MemberJoined, PeerLeft, RoomListing, SignalEvent,
@@ -105,6 +105,7 @@ class RecordingSettings:
     segment_mb: int = 0                                   # --segment-size: ... or this many MB (0: off)
     max_streams: int = limits.MAX_STREAMS                 # --max-streams: streams recorded or asked for at once
     workers: int = 0                                      # --workers: worker processes (0: record in this process)
+    batch_ms: float = receive_batching.BATCH_MS           # --batch-ms: receive batching under load (0: off)
 
     def recorder_options(self) -> dict[str, Any]:
         return {"noaudio": self.noaudio, "novideo": self.novideo, "prefer_codec": self.prefer_codec,
@@ -535,7 +536,8 @@ class MultiPeerClient:
         options = {k: v for k, v in self.options.items() if k != "space"}
         return {"cipher": self.signaling.cipher, "ice_configuration": self.signaling.ice_configuration,
                 "options": options, "record_dir": self.record_dir, "prefix": self.prefix,
-                "min_free_mb": self.settings.min_free_mb, "debug": logging.getLogger().isEnabledFor(logging.DEBUG)}
+                "min_free_mb": self.settings.min_free_mb, "batch_ms": self.settings.batch_ms,
+                "debug": logging.getLogger().isEnabledFor(logging.DEBUG)}
 
     def _finish_soon(self, recorder: Recorder, reason: str) -> None:
         if recorder.end_reason is not None:

@@ -24,7 +24,7 @@ import socket
 import sys
 from typing import Any, Optional
 
-from ninja_publish import aiortc_adapter
+from ninja_publish import aiortc_adapter, event_loop, receive_batching
 from ninja_publish.log_setup import quiet_connection_errors, setup_logging
 from ninja_publish.loop_monitor import LoopMonitor
 from ninja_publish.recording import naming, write_queue
@@ -54,9 +54,11 @@ class WorkerHost:
         self.previews = False
         self._previewed: dict[int, Any] = {}       # rid → the keyframe last pushed (sent once)
         self.monitor = LoopMonitor()
+        self.batcher = receive_batching.ReceiveBatcher(float(config.get("batch_ms", receive_batching.BATCH_MS)))
 
     async def run(self) -> None:
         self.monitor.start()
+        self.batcher.start()
         pusher = asyncio.ensure_future(self._push_status())
         try:
             while True:
@@ -72,8 +74,10 @@ class WorkerHost:
                     log.exception("worker: handling %s failed", message[0])
         finally:
             pusher.cancel()
+            await self.batcher.stop()
             await self._finish_all()
             figures = await self.monitor.stop()
+            figures.update(event_loop=event_loop.name_of(), receive_batching=self.batcher.figures())
             write_queue.shutdown_pool()
             self.channel.send("bye", figures)
             await self.channel.drain()
@@ -205,7 +209,7 @@ async def _main(fd: int) -> None:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl+C reaches the whole process group:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the main process ends the streams
-    asyncio.run(_main(int(argv[1])))
+    event_loop.run(_main(int(argv[1])), argv[2] if len(argv) > 2 else "auto")  # the main process's kind
     # every file is finalised: do not wait for threads a stuck peer connection may keep
     sys.stdout.flush()
     sys.stderr.flush()

@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
+from ninja_publish import event_loop
 from ninja_publish.tasks import BackgroundTasks
 from ninja_publish.workers.channel import Channel
 from ninja_publish.workers.remote import WORKER_GONE, RemoteRecorder
@@ -153,7 +154,7 @@ class WorkerPool:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
             handle.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ninja_publish.workers.child", str(theirs.fileno()),
+                sys.executable, "-m", "ninja_publish.workers.child", str(theirs.fileno()), event_loop.name_of(),
                 pass_fds=(theirs.fileno(),), env=env, stdin=asyncio.subprocess.DEVNULL,
             )
         except Exception as exc:

@@ -72,6 +72,10 @@ async def record_room(tmp_path: Path, mode: str, password: list[str]) -> None:
     assert_good_recording(entries["carol"], stats_for(late, entries["carol"]), "vp8", audio=False)
     assert all(e["end_reason"] in ("bye", "data channel closed") for e in entries.values()), entries
     assert "Recordings" in "\n".join(recorder.lines)
+    if "--loop" not in password:  # the default: uvloop, batching while the loop is busy (three streams are)
+        loop = load_manifest(tmp_path / "rec")["loop"]
+        assert loop["event_loop"] == "uvloop" and loop["receive_batching"]["started"] is True, loop
+        assert loop["receive_batching"]["batches"] > 0, loop
 
 
 @pytest.mark.parametrize("mode", ["official", "relay"])
@@ -85,6 +89,13 @@ async def test_records_without_password(tmp_path):
 
 async def test_records_with_custom_password_on_relay(tmp_path):
     await record_room(tmp_path, "relay", ["--password", "s3cret"])
+
+
+async def test_records_on_asyncio_loop(tmp_path):
+    """``--loop asyncio`` (the fallback without uvloop): the same files; no receive batching there."""
+    await record_room(tmp_path, "official", ["--loop", "asyncio"])
+    loop = load_manifest(tmp_path / "rec")["loop"]
+    assert loop["event_loop"] == "asyncio" and loop["receive_batching"]["started"] is False, loop
 
 
 async def test_record_streams_filter_and_rejoin(tmp_path):

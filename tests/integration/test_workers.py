@@ -64,6 +64,8 @@ async def test_two_workers_record_the_room_as_one_process_would(tmp_path: Path) 
     assert_good_recording(entries["bob"], stats_for(bob, entries["bob"]), "h264")
     assert_good_recording(entries["carol"], stats_for(carol, entries["carol"]), "vp8", audio=False)
     assert len(manifest["loop"]["workers"]) == 2, manifest["loop"]
+    # the workers run the main process's kind of loop (uvloop), with receive batching
+    assert all(w["event_loop"] == "uvloop" and w["receive_batching"]["started"] for w in manifest["loop"]["workers"])
     out = "\n".join(recorder.lines)
     for stream in ("alice", "bob", "carol"):
         assert f"finished {stream} -> " in out
