@@ -1,7 +1,7 @@
 """File descriptors per recorded stream: the process limit, raised and budgeted.
 
 Each recorded stream holds descriptors (measured on loopback: 2 UDP sockets
-for ICE and 2 for its file, ours and PyAV's; more with more network
+for ICE and 1 for its file, which PyAV writes through; more with more network
 interfaces, TURN, and while a part hands over to the next).  When the
 process runs out, file opens fail and those streams would record nothing.
 At start :func:`raise_fd_limit` raises the soft ``RLIMIT_NOFILE`` to the hard

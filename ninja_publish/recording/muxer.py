@@ -19,8 +19,11 @@ opening an encoder or decoder for the media itself:
   microphone, Opus DTX), audio starting after the video and audio ending
   before it are filled with pre-encoded 20 ms Opus silence, so the audio
   lasts as long as the recording (counted in :class:`MuxerStats`);
-* crash safety and a quick start: packets are flushed to the OS as they are
-  written (``flush_packets=1``), FFmpeg's interleaving queue holds a packet
+* crash safety and a quick start: FFmpeg hands over every packet at once
+  (``flush_packets=1``) to the muxer's output (:mod:`.output_file`), which
+  passes it to the OS at once (``autoflush``, the default) or, under the
+  write queue, once per batch of frames (:meth:`PassthroughMuxer.flush`);
+  FFmpeg's interleaving queue holds a packet
   only until the next one and Matroska clusters are closed every
   :data:`MKV_CLUSTER_TIME_MS` or :data:`MKV_CLUSTER_BYTES`, so the first
   keyframe is in the file one or two frames after it was written and a
@@ -32,10 +35,10 @@ opening an encoder or decoder for the media itself:
 A muxer is not thread-safe: call it from one thread (e.g. the asyncio loop).
 ``write_*`` never raise; failures are logged and counted in :class:`MuxerStats`.
 
-Write errors (a full disk, an I/O error): FFmpeg's output stays failed after
-its first error, so the first ``OSError`` from a write ends the file: it is
-closed, cut back to the size it had after the last packet written whole (so
-what was written decodes), the reason is kept in ``stats.error`` (``disk
+Write errors (a full disk, an I/O error): the first ``OSError`` from a write
+(a flush) ends the file: it is closed, cut back to the size it had after the
+last flush that completed (so what was written decodes; the frames of the
+failed flush count as dropped), the reason is kept in ``stats.error`` (``disk
 full`` for ``ENOSPC``/``EDQUOT``) and the muxer reports ``failed``; one line
 is logged.  The caller starts a new file (part) when it can.
 """
@@ -57,6 +60,7 @@ import av
 from ninja_publish import codecs
 from ninja_publish.recording import safe_files
 from ninja_publish.recording.file_sync import FileSync
+from ninja_publish.recording.output_file import GatheredOutput
 
 __all__ = [
     "MuxerStats",
@@ -120,7 +124,7 @@ class MuxerStats:
     ``width``/``height`` are those of the first keyframe (the file header);
     ``first_pts_us``/``last_pts_us`` are on the caller's timeline (``part``,
     ``first_frame_time`` and ``end_reason`` are the recorder's, for the manifest);
-    ``bytes_written`` is the file size, refreshed every second and by close();
+    ``bytes_written`` is the file size, refreshed by every flush and by close();
     ``dropped_frames`` counts every frame not written, of which
     ``invalid_frames`` failed the bitstream check and ``errors`` were
     exceptions from PyAV; ``nudged_timestamps`` counts repaired timestamps;
@@ -239,7 +243,8 @@ class PassthroughMuxer:
     ``ValueError`` for unsupported codecs.
     """
 
-    def __init__(self, path_without_ext: str, video_codec: str | None, audio_codec: str | None):
+    def __init__(self, path_without_ext: str, video_codec: str | None, audio_codec: str | None,
+                 autoflush: bool = True):
         self.path = path_without_ext + extension_for(video_codec, audio_codec)
         self.video_codec = _normalize(video_codec, _VIDEO_CODECS)
         self.audio_codec = _normalize(audio_codec, _AUDIO_CODECS)
@@ -251,13 +256,15 @@ class PassthroughMuxer:
         self._video: _Track | None = None
         self._audio: _Track | None = None
         self._base_us = 0
-        self._size_checked_us = 0
         self._closed = False
         self._failed = False
-        self._good_size = 0  # file size after the last packet written whole
         self._file_sync = FileSync(self.path)
         self._created = False  # the file was created by us (so ours to delete)
-        self._fd = -1          # our descriptor of the file, named to PyAV as /proc/self/fd/N
+        self._fd = -1          # our descriptor of the file
+        self._output: GatheredOutput | None = None  # PyAV writes the container here
+        #: False: packets reach the file only on flush() (the write queue flushes per batch)
+        self.autoflush = autoflush
+        self._unflushed = [0, 0]  # video frames, audio packets muxed since the last flush
 
     # ------------------------------------------------------------ public API
 
@@ -272,8 +279,8 @@ class PassthroughMuxer:
         except Exception as exc:  # noqa: BLE001 - a recorder must not die on one frame
             self.stats.dropped_frames += 1
             self._on_exception(exc, "video frame")
-        else:
-            self._written()
+        if self.autoflush:
+            self.flush()
 
     def write_audio(self, data: bytes, pts_us: int) -> None:
         """Write one Opus packet (48 kHz).  Never raises.
@@ -285,8 +292,27 @@ class PassthroughMuxer:
         except Exception as exc:  # noqa: BLE001
             self.stats.dropped_frames += 1
             self._on_exception(exc, "audio packet")
-        else:
-            self._written()
+        if self.autoflush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the packets written so far to the OS (one system call).  Never raises: a
+        failed write ends the file (cut back to what it held whole; see the module docstring)."""
+        output = self._output
+        if output is None or not output.pending or self._container is None:
+            return
+        try:
+            output.flush()
+        except OSError as exc:
+            video, audio = self._unflushed
+            self.stats.video_frames -= video  # not in the file after all
+            self.stats.audio_frames -= audio
+            self.stats.dropped_frames += video + audio
+            self._unflushed = [0, 0]
+            self._end_on_write_error(exc, "batch of frames")
+            return
+        self._unflushed = [0, 0]
+        self.stats.bytes_written = output.size
 
     @property
     def failed(self) -> bool:
@@ -309,21 +335,24 @@ class PassthroughMuxer:
                 self._fill_trailing_silence()
             except Exception:  # noqa: BLE001
                 self._log_error("trailing silence")
+            self.flush()  # the frames (a failure ends the file here: no trailer)
+        if self._container is not None:
+            assert self._output is not None
             try:
-                self._container.close()
-            except OSError as exc:  # the trailer did not fit: cut it off, the packets stay
-                self.stats.write_errors += 1
-                self.stats.error = describe_write_error(exc)
-                log.error("%s: %s writing the trailer: cut back to %d bytes", self.path, self.stats.error, self._good_size)
-                try:
-                    os.truncate(self.path, self._good_size)
-                except OSError:
-                    pass
+                self._container.close()  # the trailer, into the output
             except Exception:  # noqa: BLE001
                 self._log_error("close")
             self._container = None
+            try:
+                self._output.flush()
+            except OSError as exc:  # the trailer did not fit: cut it off, the packets stay
+                self.stats.write_errors += 1
+                self.stats.error = describe_write_error(exc)
+                log.error("%s: %s writing the trailer: cut back to %d bytes", self.path, self.stats.error,
+                          self._output.size)
+                self._cut_back()
             self._close_fd()
-            self._refresh_size()
+            self.stats.bytes_written = self._output.size
             self._file_sync.final()
         return self.stats
 
@@ -390,12 +419,11 @@ class PassthroughMuxer:
         fd = -1
         try:
             # created by us (O_EXCL|O_NOFOLLOW: never through a planted symlink, never
-            # truncating a file), then opened by PyAV through our descriptor
+            # truncating a file); PyAV writes through our descriptor (GatheredOutput)
             fd = self._create_file()
-            container = av.open(safe_files.fd_path(fd, self.path), "w", format=self._format,
-                                container_options=options)
-            # (kept open until the container is closed: PyAV opens the path when it writes the header)
-            self._fd, fd = fd, -1
+            output = GatheredOutput(fd)
+            container = av.open(output, "w", format=self._format, container_options=options)
+            self._fd, fd, self._output = fd, -1, output
             if self.video_codec:
                 assert size is not None  # a video file starts at a keyframe of known size
                 stream = container.add_mux_stream(self.video_codec, width=size[0], height=size[1])
@@ -407,6 +435,8 @@ class PassthroughMuxer:
                 self._audio = _Track(stream, AUDIO_TIME_BASE)
             self._container, self._base_us = container, pts_us
             self._mux(self._video or self._audio, data, pts_us, True)
+            output.flush()  # the header and the first packet: in the file, or no file
+            self._unflushed = [0, 0]
         except Exception as exc:  # noqa: BLE001
             self._failed = True
             self._container = None
@@ -426,7 +456,7 @@ class PassthroughMuxer:
         self.stats.started = True
         if size:
             self.stats.width, self.stats.height = size
-        self._refresh_size()
+        self.stats.bytes_written = output.size
         log.info("recording %s (%s/%s %s)", self.path, self.video_codec, self.audio_codec, size)
         return True
 
@@ -467,14 +497,14 @@ class PassthroughMuxer:
         stats = self.stats
         if track is self._video:
             stats.video_frames += 1
+            self._unflushed[0] += 1
         else:
             stats.audio_frames += 1
+            self._unflushed[1] += 1
         if stats.first_pts_us is None:
             stats.first_pts_us = pts_us
         stats.last_pts_us = pts_us if stats.last_pts_us is None else max(stats.last_pts_us, pts_us)
         stats.duration_s = (stats.last_pts_us - stats.first_pts_us) / 1e6
-        if pts_us - self._size_checked_us >= 1_000_000:
-            self._refresh_size()
         self._file_sync.maybe_sync()
 
     def _fill_leading_silence(self, first_audio_ticks: int) -> None:
@@ -529,6 +559,7 @@ class PassthroughMuxer:
                 audio.min_step = max(1, math.ceil(audio.rate * Fraction(audio.stream.time_base)))
             self.stats.silence_packets += 1
             self.stats.audio_frames += 1
+            self._unflushed[1] += 1
 
     def _fill_trailing_silence(self) -> None:
         """At close: audio that stopped before the video gets silence up to the video's end."""
@@ -574,47 +605,40 @@ class PassthroughMuxer:
         except OSError:
             pass
 
-    def _size(self) -> int:
-        """The file's size now (``fstat`` of our descriptor: no path lookup per packet)."""
-        return os.fstat(self._fd).st_size if self._fd >= 0 else os.path.getsize(self.path)
-
-    def _refresh_size(self) -> None:
-        self._size_checked_us = self.stats.last_pts_us or 0
+    def _cut_back(self) -> None:
+        """Cut the file back to what it held whole (a write that failed may have left part of one)."""
+        size = self._output.size if self._output is not None else 0
         try:
-            self.stats.bytes_written = self._size()
-        except OSError:
-            pass
-
-    def _written(self) -> None:
-        """A write succeeded: remember the size of the file written whole so far."""
-        if self._container is not None:
-            try:
-                self._good_size = self._size()
-            except OSError:
-                pass
+            os.truncate(self.path, size)
+        except OSError as cut:
+            log.warning("%s: could not cut back to %d bytes: %s", self.path, size, cut)
 
     def _on_exception(self, exc: Exception, what: str) -> None:
-        """An I/O error on an open file ends it (FFmpeg's output stays failed); others are counted."""
+        """An I/O error on an open file ends it; others are counted."""
         if self._container is None or not isinstance(exc, OSError):
             self._log_error(what)
             return
+        self._end_on_write_error(exc, what)
+
+    def _end_on_write_error(self, exc: OSError, what: str) -> None:
+        """A write failed (a full disk …): close the file where it was whole; nothing more is written."""
         self.stats.write_errors += 1
         self.stats.error = describe_write_error(exc)
         self._failed = True
         container, self._container = self._container, None
+        if self._output is not None:
+            self._output.broken = True  # the container's last words go nowhere
         try:
-            container.close()  # its output is failed: FFmpeg writes nothing more
+            if container is not None:
+                container.close()
         except Exception:  # noqa: BLE001 - broken already
             pass
         self._close_fd()
-        try:
-            os.truncate(self.path, self._good_size)  # cut the packet written in part
-        except OSError as cut:
-            log.warning("%s: could not cut back to %d bytes: %s", self.path, self._good_size, cut)
-        self._refresh_size()
+        self._cut_back()
+        size = self._output.size if self._output is not None else 0
+        self.stats.bytes_written = size
         self._file_sync.final()
-        log.error("%s: %s (%s) writing a %s: file closed at %d bytes", self.path, self.stats.error, exc,
-                  what, self._good_size)
+        log.error("%s: %s (%s) writing a %s: file closed at %d bytes", self.path, self.stats.error, exc, what, size)
 
     def _log_error(self, what: str) -> None:
         """Count an exception from PyAV and log it (rate-limited)."""

@@ -5,7 +5,9 @@ calls ``write_video``/``write_audio``/``aclose`` and returns at once; the
 writes run in order on a small thread pool shared by every stream (one
 drain job per muxer at a time, so one stream's writes never reorder and a
 slow disk holds no other stream's writes behind a lock), handed over in
-batches every ``BATCH_S`` (one thread wake-up per batch, not per frame; until
+batches every ``BATCH_S`` (one thread wake-up per batch, not per frame, and
+one write to the file: the muxer gathers a batch's packets and flushes them
+together, see :mod:`.output_file`; until
 the file has started and for ``UNBATCHED_S`` after, at once, so its first
 keyframe reaches the file without waiting).  What the loop
 needs to know back (the file started, the file failed) is reported with
@@ -73,6 +75,7 @@ class QueuedMuxer:
     def __init__(self, muxer: PassthroughMuxer, on_change: Callable[["QueuedMuxer"], None],
                  inline: bool = False) -> None:
         self.muxer = muxer
+        muxer.autoflush = inline  # queued: the file gets each batch in one write (see _drain)
         self.video_codec = muxer.video_codec
         self.audio_codec = muxer.audio_codec
         self.stats: MuxerStats = muxer.stats
@@ -175,17 +178,21 @@ class QueuedMuxer:
     # ------------------------------------------------------------ pool side
 
     def _drain(self) -> None:
+        """Run the queued writes in order; what they wrote reaches the file in one flush per batch."""
         while True:
             with self._lock:
                 if not self._ops:
                     self._draining = False
                     return
-                fn, args = self._ops.popleft()
+                batch = list(self._ops)
+                self._ops.clear()
             started, failed = self.muxer.stats.started, self.muxer.failed
-            try:
-                fn(*args)
-            except Exception:  # the muxer never raises; a bug must not stop the queue
-                log.exception("%s: write failed", self.path)
+            for fn, args in batch:
+                try:
+                    fn(*args)
+                except Exception:  # the muxer never raises; a bug must not stop the queue
+                    log.exception("%s: write failed", self.path)
+            self.muxer.flush()
             if (self.muxer.stats.started != started or self.muxer.failed != failed) and self._loop is not None:
                 self._call_on_loop(self._report)
 
