@@ -605,13 +605,15 @@ class PassthroughMuxer:
         except OSError:
             pass
 
-    def _cut_back(self) -> None:
-        """Cut the file back to what it held whole (a write that failed may have left part of one)."""
+    def _cut_back(self) -> int:
+        """Cut the file back to what it held whole (a write that failed may have left part of
+        one), through our descriptor; returns that size."""
         size = self._output.size if self._output is not None else 0
         try:
-            os.truncate(self.path, size)
+            os.ftruncate(self._fd, size)
         except OSError as cut:
             log.warning("%s: could not cut back to %d bytes: %s", self.path, size, cut)
+        return size
 
     def _on_exception(self, exc: Exception, what: str) -> None:
         """An I/O error on an open file ends it; others are counted."""
@@ -633,10 +635,8 @@ class PassthroughMuxer:
                 container.close()
         except Exception:  # noqa: BLE001 - broken already
             pass
+        size = self.stats.bytes_written = self._cut_back()
         self._close_fd()
-        self._cut_back()
-        size = self._output.size if self._output is not None else 0
-        self.stats.bytes_written = size
         self._file_sync.final()
         log.error("%s: %s (%s) writing a %s: file closed at %d bytes", self.path, self.stats.error, exc, what, size)
 

@@ -5,9 +5,8 @@ file must never be followed (the recorder would write through it, truncating
 whatever it points to), and an existing file must never be truncated.
 :func:`create_exclusive` creates a new file with ``O_CREAT | O_EXCL |
 O_NOFOLLOW`` (anything already at the name, a symlink included, makes it
-fail); :func:`fd_path` names that very file for libraries that want a path
-(``/proc/self/fd/N``: opening it reaches our inode even if the directory
-entry was swapped meanwhile).  :func:`write_atomically` writes a small file
+fail), and every later write goes through that descriptor (never the name,
+which someone may swap meanwhile).  :func:`write_atomically` writes a small file
 (the manifest) through a fresh exclusive temporary file and ``os.replace``,
 which replaces a symlink at the name instead of following it.
 """
@@ -41,12 +40,6 @@ def create_unique(base: str, ext: str) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"{base}{ext} and {MAX_TRIES - 1} other names are taken")
-
-
-def fd_path(fd: int, path: str) -> str:
-    """A path that opens exactly the file behind ``fd`` (``path`` when the system has no ``/proc``)."""
-    proc = f"/proc/self/fd/{fd}"
-    return proc if os.path.exists(proc) else path
 
 
 def write_atomically(path: str, data: bytes) -> None:
