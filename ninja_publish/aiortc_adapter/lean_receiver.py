@@ -82,12 +82,18 @@ class LeanStatistics(rtcrtpreceiver.StreamStatistics):
         self._last_timestamp = timestamp
 
 
+def _unchanged(payload: bytes) -> bytes:
+    return payload
+
+
 def _depayloader(codec: Any) -> Callable[[bytes], bytes]:
     name = codec.name.lower()
     if name == "h264":
         return h264_depayload
     if name == "vp8":
         return vp8_depayload
+    if name == "opus":  # an Opus packet is its RTP payload (what aiortc's depayload returns)
+        return _unchanged
     entry = codecs.find(name)
     if entry is not None and entry.depayload is not None:
         return entry.depayload

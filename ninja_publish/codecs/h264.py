@@ -8,9 +8,18 @@ IDR frames, parameter sets repeated between slices moved in front).
 
 Every function is total: truncated or garbage input gives ``False`` or
 ``None``, never an exception.
+
+A recorded frame is checked on the event loop (valid? keyframe?) and again
+on a writer thread (valid? parameter sets?): the NAL units of the last
+``RECENT_SPLITS`` access units are remembered (by identity: ``bytes`` are
+immutable), so each frame is scanned for start codes once.
 """
 
 from __future__ import annotations
+
+import collections
+import threading
+from typing import Optional, Sequence
 
 from ninja_publish.codecs.bits import BitReader
 
@@ -36,6 +45,41 @@ _HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 #: (H.264 7.4.1.2.3): SEI, SPS, PPS, access unit delimiter, 13–18.
 _PREFIX_TYPES = frozenset({6, 7, 8, 9, 13, 14, 15, 16, 17, 18})
 _VCL_TYPES = frozenset({1, 2, 3, 4, 5})
+#: Access units whose NAL units are remembered (about 250 ms of frames at K=8, 30 fps) ...
+RECENT_SPLITS = 64
+#: ... holding at most this many bytes.
+RECENT_BYTES = 4 << 20
+#: Smaller access units are scanned again rather than remembered.
+_REMEMBER_FROM = 512
+
+
+class _RecentSplits:
+    """The NAL units of the last access units split, by identity (thread-safe)."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._units: dict[int, tuple[bytes, tuple[bytes, ...]]] = {}  # id -> (the access unit, its NAL units)
+        self._order: collections.deque[int] = collections.deque()
+        self._lock = threading.Lock()
+
+    def get(self, data: bytes) -> Optional[tuple[bytes, ...]]:
+        hit = self._units.get(id(data))
+        return hit[1] if hit is not None and hit[0] is data else None
+
+    def put(self, data: bytes, nals: tuple[bytes, ...]) -> None:
+        with self._lock:  # (an entry holds its access unit: its id cannot be reused meanwhile)
+            if id(data) in self._units:
+                return
+            self._units[id(data)] = (data, nals)
+            self._order.append(id(data))
+            self._bytes += len(data)
+            while len(self._order) > self._size or self._bytes > self._max_bytes:
+                self._bytes -= len(self._units.pop(self._order.popleft())[0])
+
+
+_recent = _RecentSplits(RECENT_SPLITS, RECENT_BYTES)
 
 
 def split_nal_units(data: bytes) -> list[bytes]:
@@ -46,7 +90,14 @@ def split_nal_units(data: bytes) -> list[bytes]:
     zero bytes of each NAL unit are stripped.  Empty NAL units (two start codes
     in a row) are returned as ``b""`` so that callers can reject them.
     """
-    data = bytes(data)
+    return list(_nal_units(bytes(data)))
+
+
+def _nal_units(data: bytes) -> tuple[bytes, ...]:
+    """:func:`split_nal_units` of ``bytes``, remembered for the last access units."""
+    known = _recent.get(data)
+    if known is not None:
+        return known
     starts = []
     pos = data.find(_SHORT_START_CODE)
     while pos != -1:
@@ -56,7 +107,10 @@ def split_nal_units(data: bytes) -> list[bytes]:
     for i, start in enumerate(starts):
         end = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
         nals.append(data[start:end].rstrip(b"\x00"))
-    return nals
+    units = tuple(nals)
+    if len(data) >= _REMEMBER_FROM:
+        _recent.put(data, units)
+    return units
 
 
 def nal_type(nal: bytes) -> int:
@@ -66,7 +120,7 @@ def nal_type(nal: bytes) -> int:
 
 def is_keyframe(data: bytes) -> bool:
     """Return True if the access unit contains an IDR slice (NAL type 5)."""
-    return any(nal_type(nal) == NAL_IDR for nal in split_nal_units(data))
+    return any(nal_type(nal) == NAL_IDR for nal in _nal_units(bytes(data)))
 
 
 def is_valid(data: bytes) -> bool:
@@ -78,7 +132,7 @@ def is_valid(data: bytes) -> bool:
     data = bytes(data)
     if not (data.startswith(_SHORT_START_CODE) or data.startswith(START_CODE)):
         return False
-    nals = split_nal_units(data)
+    nals = _nal_units(data)
     return bool(nals) and all(nal and not nal[0] & 0x80 for nal in nals)
 
 
@@ -175,13 +229,13 @@ def sps_dimensions(sps_nal: bytes) -> tuple[int, int] | None:
 
 def dimensions(data: bytes) -> tuple[int, int] | None:
     """The picture size from the first SPS in the access unit, else None."""
-    for nal in split_nal_units(data):
+    for nal in _nal_units(bytes(data)):
         if nal_type(nal) == NAL_SPS:
             return sps_dimensions(nal)
     return None
 
 
-def _has_prefix_nal_after_slice(nals: list[bytes]) -> bool:
+def _has_prefix_nal_after_slice(nals: Sequence[bytes]) -> bool:
     seen_slice = False
     for nal in nals:
         kind = nal_type(nal)
@@ -192,7 +246,7 @@ def _has_prefix_nal_after_slice(nals: list[bytes]) -> bool:
     return False
 
 
-def _one_access_unit(nals: list[bytes]) -> list[bytes]:
+def _one_access_unit(nals: Sequence[bytes]) -> list[bytes]:
     """Delimiter, then each distinct SPS/PPS/SEI/other prefix unit once, then the
     slices in order, then what may follow slices (end of sequence, filler...)."""
     prefix: list[bytes] = []
@@ -235,7 +289,7 @@ class H264ParameterCache:
         codes); any other frame is returned unchanged.
         """
         frame = bytes(frame)
-        nals = split_nal_units(frame)
+        nals: Sequence[bytes] = _nal_units(frame)
         if _has_prefix_nal_after_slice(nals):
             nals = _one_access_unit(nals)
             frame = b"".join(START_CODE + nal for nal in nals)

@@ -5,11 +5,15 @@ calls ``write_video``/``write_audio``/``aclose`` and returns at once; the
 writes run in order on a small thread pool shared by every stream (one
 drain job per muxer at a time, so one stream's writes never reorder and a
 slow disk holds no other stream's writes behind a lock), handed over in
-batches every ``BATCH_S`` (one thread wake-up per batch, not per frame, and
-one write to the file: the muxer gathers a batch's packets and flushes them
-together, see :mod:`.output_file`; until
-the file has started and for ``UNBATCHED_S`` after, at once, so its first
-keyframe reaches the file without waiting).  What the loop
+batches every ``BATCH_S``: one :class:`BatchTicker` per event loop gives
+every file with writes waiting to one pool job per tick (one thread wake-up
+for all the streams, not one per frame or per file: each hand-over between
+threads costs far more than the writes), and each file gets its batch in
+one write (the muxer gathers a batch's packets and flushes them together,
+see :mod:`.output_file`).  A job held up by a slow disk leaves the files
+it has not reached yet to the next tick's job.  Until the file has started
+and for ``UNBATCHED_S`` after, writes go at once, so its first keyframe
+reaches the file without waiting.  What the loop
 needs to know back (the file started, the file failed) is reported with
 ``on_change`` on the loop.
 
@@ -30,6 +34,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Optional
 
 from ninja_publish.recording.muxer import MuxerStats, PassthroughMuxer
@@ -69,6 +74,55 @@ def shutdown_pool() -> None:
         pool.shutdown(wait=False)
 
 
+class BatchTicker:
+    """One event loop's batched writes: every ``BATCH_S``, one pool job drains every file waiting."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: collections.deque[QueuedMuxer] = collections.deque()  # popped by pool jobs
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self.jobs = 0  # pool jobs handed over (tests look)
+
+    def add(self, muxer: "QueuedMuxer") -> None:
+        """On the loop: ``muxer`` has writes waiting (it is added once until a job takes it)."""
+        self._waiting.append(muxer)
+        if self._timer is None:
+            self._timer = self._loop.call_later(BATCH_S, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return
+        self.jobs += 1
+        _shared_pool().submit(self._drain_waiting)
+        # again after BATCH_S: new writes, or the files a job held up by a slow disk did not reach
+        self._timer = self._loop.call_later(BATCH_S, self._tick)
+
+    def _drain_waiting(self) -> None:
+        """Pool side: drain the waiting files one after the other (another job may take some)."""
+        waiting = self._waiting
+        while True:
+            try:
+                muxer = waiting.popleft()
+            except IndexError:
+                return
+            try:
+                muxer.drain_batch()
+            except Exception:  # a bug must not leave the other files waiting
+                log.exception("%s: write failed", muxer.path)
+
+
+_tickers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchTicker]" = weakref.WeakKeyDictionary()
+
+
+def batch_ticker(loop: asyncio.AbstractEventLoop) -> BatchTicker:
+    """The running loop's ticker (on the loop)."""
+    ticker = _tickers.get(loop)
+    if ticker is None:
+        ticker = _tickers[loop] = BatchTicker(loop)
+    return ticker
+
+
 class QueuedMuxer:
     """One file's writes, queued in order to a shared thread pool (or run inline)."""
 
@@ -82,6 +136,7 @@ class QueuedMuxer:
         self._on_change = on_change
         self._inline = inline
         self._loop = None if inline else asyncio.get_running_loop()
+        self._ticker = None if self._loop is None else batch_ticker(self._loop)
         self._ops: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
         self._lock = threading.Lock()
         self._draining = False
@@ -153,8 +208,8 @@ class QueuedMuxer:
         if force or not self.started or time.monotonic() < self._unbatched_until:
             self._kick()
         else:
-            assert self._loop is not None
-            self._loop.call_later(BATCH_S, self._kick)
+            assert self._ticker is not None
+            self._ticker.add(self)
 
     def _kick(self) -> None:
         """Hand the writes queued so far to the pool (one job drains them in order)."""
@@ -176,6 +231,15 @@ class QueuedMuxer:
             self._on_change(self)
 
     # ------------------------------------------------------------ pool side
+
+    def drain_batch(self) -> None:
+        """The ticker's job: drain the writes waiting, unless a drain is running already."""
+        with self._lock:
+            self._kick_pending = False
+            if self._draining or not self._ops:
+                return
+            self._draining = True
+        self._drain()
 
     def _drain(self) -> None:
         """Run the queued writes in order; what they wrote reaches the file in one flush per batch."""

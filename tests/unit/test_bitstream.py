@@ -103,6 +103,40 @@ def test_split_nal_units_start_codes():
     assert h264.split_nal_units(b"no start code") == []
 
 
+def _access_unit(size: int, seed: int) -> bytes:
+    body = random.Random(seed).randbytes(size).replace(b"\x00", b"\x01")  # no start code inside
+    return b"\x00\x00\x00\x01\x09\x10\x00\x00\x00\x01\x41" + body
+
+
+def test_an_access_unit_is_scanned_once_and_the_memory_is_bounded():
+    frame = _access_unit(4000, 1)
+    first = h264._nal_units(frame)
+    assert h264._nal_units(frame) is first  # remembered: the checks and prepare() scan it once
+    assert h264._nal_units(bytes(bytearray(frame))) is not first  # equal bytes, another object: scanned
+    assert h264.split_nal_units(frame) == list(first) and h264.split_nal_units(frame) is not h264.split_nal_units(frame)
+    assert h264.is_valid(frame) and not h264.is_keyframe(frame)
+    others = [_access_unit(1000, seed) for seed in range(h264.RECENT_SPLITS)]
+    for other in others:
+        h264._nal_units(other)
+    assert h264._nal_units(frame) is not first  # forgotten after RECENT_SPLITS others
+    big = [_access_unit(h264.RECENT_BYTES // 3, seed) for seed in range(4)]
+    for unit in big:
+        assert len(h264._nal_units(unit)[1]) == len(unit) - 10
+    assert h264._recent._bytes <= h264.RECENT_BYTES and len(h264._recent._units) <= h264.RECENT_SPLITS
+
+
+def test_access_units_split_from_several_threads_get_their_own_nal_units():
+    import concurrent.futures
+
+    frames = [_access_unit(600 + seed, seed) for seed in range(400)]
+
+    def check(frame: bytes) -> bool:
+        return all(h264.split_nal_units(frame)[1] == frame[10:] for _ in range(3))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(check, frames * 3))
+
+
 def test_h264_is_valid_rejects_malformed():
     good = mh.encode_video("h264", 2)[0].data
     assert h264.is_valid(good)

@@ -5,6 +5,8 @@ keep their order; the loop hears once that the file started and once that
 it failed (a file-size limit: FFmpeg's output fails as on a full disk), on its
 own thread; ``aclose`` returns after every write queued before it; a disk
 slower than the media drops frames beyond ``MAX_QUEUED`` instead of growing.
+Batched writes of every file go to the pool in one job per tick, and a file
+whose disk hangs holds up no other file's writes.
 """
 
 from __future__ import annotations
@@ -90,6 +92,53 @@ async def test_a_disk_slower_than_the_media_drops_beyond_the_bound(tmp_path, mon
     release.set()
     stats = await muxer.aclose()
     assert 1 <= stats.audio_frames <= 51
+
+
+async def _started_muxers(tmp_path, names, monkeypatch) -> list[QueuedMuxer]:
+    """Files that started (their first packet written), batched from now on."""
+    monkeypatch.setattr(write_queue, "UNBATCHED_S", 0.0)
+    muxers = [QueuedMuxer(PassthroughMuxer(str(tmp_path / name), None, "opus"), Recording()) for name in names]
+    for muxer in muxers:
+        audio_packets(muxer, 0, 1)
+    await asyncio.wait_for(_until(lambda: all(m.started and m.pending == 0 for m in muxers)), 10)
+    return muxers
+
+
+async def test_every_files_batch_goes_to_the_pool_in_one_job(tmp_path, monkeypatch):
+    muxers = await _started_muxers(tmp_path, "abcdef", monkeypatch)
+    ticker = write_queue.batch_ticker(asyncio.get_running_loop())
+    jobs = ticker.jobs
+    for muxer in muxers:
+        audio_packets(muxer, 1, 10)
+    assert all(muxer.pending == 10 for muxer in muxers)  # batched: nothing handed over yet
+    await asyncio.wait_for(_until(lambda: all(m.pending == 0 for m in muxers)), 10)
+    assert ticker.jobs - jobs <= 2, f"{ticker.jobs - jobs} pool jobs for 6 files' batches"  # one per file before
+    for muxer in muxers:
+        stats = await muxer.aclose()
+        assert stats.audio_frames == 11 and check_file(stats.path).audio_frames == 11
+
+
+async def test_a_hung_disk_holds_up_no_other_files_writes(tmp_path, monkeypatch):
+    stuck, free = await _started_muxers(tmp_path, ["stuck", "free"], monkeypatch)
+    release = threading.Event()
+    original = PassthroughMuxer.write_audio
+
+    def write_audio(self, data, pts_us):
+        if self is stuck.muxer:
+            release.wait(10)  # this file's disk does not answer
+        original(self, data, pts_us)
+
+    monkeypatch.setattr(PassthroughMuxer, "write_audio", write_audio)
+    audio_packets(stuck, 1, 5)  # first in line for the next job
+    audio_packets(free, 1, 5)
+    try:
+        await asyncio.wait_for(_until(lambda: free.pending == 0), 5)
+        assert stuck.stats.audio_frames == 1 and free.stats.audio_frames == 6  # (the stuck batch is in a job)
+    finally:
+        release.set()
+    for muxer in (stuck, free):
+        stats = await muxer.aclose()
+        assert stats.audio_frames == 6 and check_file(stats.path).audio_frames == 6
 
 
 async def _until(condition) -> None:
