@@ -213,12 +213,17 @@ class QueuedMuxer:
 
     def _kick(self) -> None:
         """Hand the writes queued so far to the pool (one job drains them in order)."""
+        if self._claim():
+            _shared_pool().submit(self._drain)
+
+    def _claim(self) -> bool:
+        """Become the one drain of the writes waiting (False: none waiting, or a drain runs)."""
         with self._lock:
             self._kick_pending = False
             if self._draining or not self._ops:
-                return
+                return False
             self._draining = True
-        _shared_pool().submit(self._drain)
+            return True
 
     def _report(self) -> None:
         """On the loop: tell the owner what changed."""
@@ -234,12 +239,8 @@ class QueuedMuxer:
 
     def drain_batch(self) -> None:
         """The ticker's job: drain the writes waiting, unless a drain is running already."""
-        with self._lock:
-            self._kick_pending = False
-            if self._draining or not self._ops:
-                return
-            self._draining = True
-        self._drain()
+        if self._claim():
+            self._drain()
 
     def _drain(self) -> None:
         """Run the queued writes in order; what they wrote reaches the file in one flush per batch."""
