@@ -243,8 +243,7 @@ class PassthroughMuxer:
     ``ValueError`` for unsupported codecs.
     """
 
-    def __init__(self, path_without_ext: str, video_codec: str | None, audio_codec: str | None,
-                 autoflush: bool = True):
+    def __init__(self, path_without_ext: str, video_codec: str | None, audio_codec: str | None):
         self.path = path_without_ext + extension_for(video_codec, audio_codec)
         self.video_codec = _normalize(video_codec, _VIDEO_CODECS)
         self.audio_codec = _normalize(audio_codec, _AUDIO_CODECS)
@@ -262,8 +261,8 @@ class PassthroughMuxer:
         self._created = False  # the file was created by us (so ours to delete)
         self._fd = -1          # our descriptor of the file
         self._output: GatheredOutput | None = None  # PyAV writes the container here
-        #: False: packets reach the file only on flush() (the write queue flushes per batch)
-        self.autoflush = autoflush
+        #: False: packets reach the file only on flush() (the write queue sets it and flushes per batch)
+        self.autoflush = True
         self._unflushed = [0, 0]  # video frames, audio packets muxed since the last flush
 
     # ------------------------------------------------------------ public API
